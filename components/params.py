@@ -1,0 +1,162 @@
+"""Typed, validated view of ``params.yaml``: one model per stage, named after the stage.
+
+Validated once, where it enters: a typo or a bad value fails with the key and the fix,
+instead of surfacing as a KeyError deep inside a step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from components.taxonomy import AUDIENCES, LABELS, SURFACES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_categories(names, what: str) -> None:
+    unknown = [n for n in names if n not in LABELS]
+    if unknown:
+        raise ValueError(f"{what}: unknown category {unknown}; valid: {', '.join(LABELS)}")
+
+
+class StyleParams(_Strict):
+    """Probabilities of the register and length variations the offline generator applies."""
+
+    lead_in: float = Field(0.15, ge=0, le=1)
+    tail: float = Field(0.15, ge=0, le=1)
+    lowercase: float = Field(0.25, ge=0, le=1)
+    textspeak: float = Field(0.12, ge=0, le=1)
+    drop_final_punct: float = Field(0.3, ge=0, le=1)
+    emoji: float = Field(0.1, ge=0, le=1)
+    shout: float = Field(0.03, ge=0, le=1)
+
+
+class GenerateParams(_Strict):
+    backend: Literal["offline", "claude", "local"] = "offline"
+    seed: int = 13
+    positives_per_category: int = Field(500, ge=1)
+    hard_negatives_default: int = Field(200, ge=0)
+    hard_negatives: dict[str, int] = Field(default_factory=dict)
+    innocuous: int = Field(3000, ge=0)
+    # overlap[a][b] = fraction of a's positives that also carry b, written by construction.
+    overlap: dict[str, dict[str, float]] = Field(default_factory=dict)
+    style: StyleParams = StyleParams()
+    max_reject_fraction: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("hard_negatives")
+    @classmethod
+    def _known_negatives(cls, v):
+        _check_categories(v, "generate.hard_negatives")
+        return v
+
+    @field_validator("overlap")
+    @classmethod
+    def _known_overlap(cls, v):
+        _check_categories(v, "generate.overlap")
+        for a, partners in v.items():
+            _check_categories(partners, f"generate.overlap.{a}")
+            if a in partners:
+                raise ValueError(f"generate.overlap.{a} lists {a} itself")
+            if sum(partners.values()) > 1:
+                raise ValueError(f"generate.overlap.{a}: rates add up to more than 1")
+            if any(r < 0 for r in partners.values()):
+                raise ValueError(f"generate.overlap.{a}: rates must be between 0 and 1")
+        return v
+
+    def negatives_for(self, category: str) -> int:
+        return self.hard_negatives.get(category, self.hard_negatives_default)
+
+
+PERTURBATION_KINDS = (
+    "leetspeak", "homoglyph", "zero_width", "spacing", "repetition", "typo", "emoji", "case", "combo",
+)
+
+
+class PerturbParams(_Strict):
+    seed: int = 13
+    rate: float = Field(0.3, ge=0, le=1, description="fraction of positives that get adversarial variants")
+    variants_per_source: int = Field(1, ge=1, le=5)
+    kinds: list[str] = Field(default_factory=lambda: list(PERTURBATION_KINDS))
+    intensity: float = Field(0.35, gt=0, le=1, description="fraction of eligible words a perturbation touches")
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, v):
+        unknown = [k for k in v if k not in PERTURBATION_KINDS]
+        if unknown or not v:
+            raise ValueError(f"perturb.kinds: unknown or empty {unknown}; valid: {', '.join(PERTURBATION_KINDS)}")
+        return v
+
+
+class IngestParams(_Strict):
+    seed: int = 13
+    # Folders searched in order for each public set; a set found in none is skipped and reported.
+    roots: list[str] = Field(default_factory=lambda: ["data/external/raw", "../shared/datasets"])
+    caps: dict[str, int] = Field(default_factory=dict)
+    max_reject_fraction: float = Field(0.02, ge=0, le=1)
+
+
+class MergeParams(_Strict):
+    seed: int = 13
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard of word 3-shingles")
+    default_audience: str = "GENERAL"
+    default_surface: str = "GENERAL"
+    max_reject_fraction: float = Field(0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.val_fraction + self.test_fraction >= 0.8:
+            raise ValueError("merge.val_fraction + merge.test_fraction must leave most data for training")
+        if self.default_audience not in AUDIENCES or self.default_surface not in SURFACES:
+            raise ValueError(f"merge.default_audience/surface must be one of {AUDIENCES} / {SURFACES}")
+        return self
+
+
+class Paths(_Strict):
+    positives: str = "data/generated/positives"
+    negatives: str = "data/generated/negatives"
+    innocuous: str = "data/generated/innocuous.jsonl"
+    perturbations: str = "data/generated/perturbations.jsonl"
+    external: str = "data/external/ingested.jsonl"
+    incoming: str = "data/incoming"
+    splits: str = "data/splits"
+    data_reports: str = "reports/data"
+
+
+class Params(_Strict):
+    paths: Paths = Paths()
+    generate: GenerateParams = GenerateParams()
+    perturb: PerturbParams = PerturbParams()
+    ingest: IngestParams = IngestParams()
+    merge: MergeParams = MergeParams()
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: no params file; run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text("utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ParamsError(f"{path}: invalid params:\n" + "\n".join(lines)) from None

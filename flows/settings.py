@@ -1,0 +1,50 @@
+"""Process-wide settings the project sets for itself, so nothing depends on a hand-set shell.
+
+Offline switches (never reach for the Hugging Face Hub when weights are local), analytics off,
+and the local stores under the project root. A value already in the environment wins, so a
+deployment can point at a remote tracking server or a Prefect API by setting it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+class ProjectNotFoundError(RuntimeError):
+    pass
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: the nearest folder upwards holding both dvc.yaml and params.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists() and (folder / "params.yaml").exists():
+            return folder
+    raise ProjectNotFoundError(
+        f"no project found at or above {here}: run this inside the content-moderation checkout "
+        "(the folder with dvc.yaml and params.yaml)"
+    )
+
+
+def apply_defaults(root: Path) -> None:
+    defaults = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_HOME": str(root / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    # Stage commands in dvc.yaml call `content-moderation`: make sure this environment's
+    # scripts come first on PATH even when the virtual environment is not activated.
+    bindir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")

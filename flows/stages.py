@@ -1,0 +1,84 @@
+"""The DAG's steps as one table: each entry reads params.yaml and calls its component.
+
+DVC runs them as ``content-moderation stage <name>`` (see dvc.yaml); the Prefect flow calls
+the same functions. This file wires paths and params to components and writes each step's
+statistics; the logic of every step lives in ``components/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from components.contract import write_json
+from components.params import Params
+
+log = logging.getLogger(__name__)
+
+
+def _report(root: Path, params: Params, stage: str, stats: dict, started: float) -> dict:
+    stats = {"stage": stage, "seconds": round(time.perf_counter() - started, 2), **stats}
+    write_json(root / params.paths.data_reports / f"{stage.replace('-', '_')}.json", stats)
+    return stats
+
+
+def generate_positives(root: Path, params: Params) -> dict:
+    from components.generate import generate_positives as run
+
+    t = time.perf_counter()
+    return _report(root, params, "generate-positives", run(params.generate, root / params.paths.positives), t)
+
+
+def generate_negatives(root: Path, params: Params) -> dict:
+    from components.generate import generate_negatives as run
+
+    t = time.perf_counter()
+    stats = run(params.generate, root / params.paths.negatives, root / params.paths.innocuous)
+    return _report(root, params, "generate-negatives", stats, t)
+
+
+def generate_perturbations(root: Path, params: Params) -> dict:
+    from components.perturb import run
+
+    t = time.perf_counter()
+    stats = run(root / params.paths.positives, root / params.paths.perturbations, params.perturb)
+    return _report(root, params, "generate-perturbations", stats, t)
+
+
+def ingest_external(root: Path, params: Params) -> dict:
+    from components.ingest import run
+
+    t = time.perf_counter()
+    out = root / params.paths.external
+    stats = run(params.ingest, root, out, out.with_name(out.stem + ".rejects.jsonl"))
+    return _report(root, params, "ingest-external", stats, t)
+
+
+def merge(root: Path, params: Params) -> dict:
+    from components.merge import Source, jsonl_files, merge as run
+
+    t = time.perf_counter()
+    p = params.paths
+    sources = [
+        # Lower priority number wins a duplicate: people's reviews, then real data, then generated.
+        Source("incoming", jsonl_files(root / p.incoming), 0),
+        Source("external", jsonl_files(root / p.external), 1),
+        Source("positives", jsonl_files(root / p.positives), 2),
+        Source("negatives", jsonl_files(root / p.negatives), 2),
+        Source("innocuous", jsonl_files(root / p.innocuous), 2),
+        Source("perturbations", jsonl_files(root / p.perturbations), 3),
+    ]
+    splits = root / p.splits
+    stats = run(sources, params.merge, splits, splits / "rejects.jsonl")
+    return _report(root, params, "merge", stats, t)
+
+
+STAGES: dict[str, Callable[[Path, Params], dict]] = {
+    "generate-positives": generate_positives,
+    "generate-negatives": generate_negatives,
+    "generate-perturbations": generate_perturbations,
+    "ingest-external": ingest_external,
+    "merge": merge,
+}
