@@ -26,6 +26,8 @@ from typing import Any
 from components.taxonomy import LABELS, split_prefix
 
 _LABEL_SET = frozenset(LABELS)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _TOP_KEYS = frozenset({"id", "text", "labels", "metadata"})
 
 
@@ -230,6 +232,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
