@@ -104,7 +104,7 @@ _TLDS = ["com", "net", "io", "xyz", "co", "info", "site", "online"]
 _URL_WORDS = "quick secure cash deal verify promo best easy fast win my free pay hot live club".split()
 _AREA = ["212", "415", "312", "646", "718", "305", "702", "213", "617", "503", "206", "404", "512"]
 _EMOJI = ["😊", "😂", "👍", "🙏", "✨", "🔥", "😅", "🙂", "💯", "👀", "🎉", "😉", "🤷", "❤️", "😎"]
-_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "this weekend", "tomorrow"]
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 _TEXTSPEAK = {
     "you": "u", "your": "ur", "you're": "ur", "are": "r", "please": "pls", "because": "cuz",
@@ -142,7 +142,8 @@ def _builtin(name: str, rng: random.Random) -> str | None:
             ])
         case "price":
             n = rng.choice([40, 60, 80, 100, 120, 150, 200, 250, 300, 400, 500])
-            return rng.choice([f"${n}", f"{n} roses", f"£{n}", f"{n}/hr", f"${n} an hour", f"{n} usd", f"${n:,}"])
+            # A plain price: rates ("/hr", "roses") belong to the templates that mean them.
+            return rng.choice([f"${n}", f"£{n}", f"{n} usd", f"${n * 10:,}", f"€{n}", f"{n} dollars"])
         case "amount":
             return rng.choice([f"${rng.randint(2, 90) * 50:,}", f"{rng.randint(1, 40) * 100} USD", f"£{rng.randint(3, 60) * 25}",
                                f"0.0{rng.randint(1, 9)} BTC", f"${rng.randint(1, 9)},{rng.randint(100, 999)}"])
