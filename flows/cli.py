@@ -70,8 +70,14 @@ def stage(
 
 
 def _count_records(path: Path) -> int | None:
-    files = [path] if path.is_file() else sorted(path.glob("*.jsonl")) if path.is_dir() else []
-    if not files or any(f.suffix != ".jsonl" for f in files):
+    """Records in a JSONL output (a folder: all its data files, rejects not counted)."""
+    if path.is_dir():
+        files = [f for f in sorted(path.glob("*.jsonl")) if "rejects" not in f.name]
+    elif "rejects" in path.name:
+        files = []
+    else:
+        files = [path] if path.suffix == ".jsonl" and path.exists() else []
+    if not files:
         return None
     return sum(sum(1 for line in open(f, encoding="utf-8") if line.strip()) for f in files)
 
@@ -89,7 +95,9 @@ def pipeline_status(root: Path) -> list[dict]:
             outs = []
             for out in st.outs:
                 p = Path(out.fs_path)
-                outs.append({"path": str(p.relative_to(root)), "exists": p.exists(), "records": _count_records(p)})
+                parts = {f.stem: _count_records(f) for f in sorted(p.glob("*.jsonl"))} if p.is_dir() else {}
+                outs.append({"path": str(p.relative_to(root)), "exists": p.exists(), "records": _count_records(p),
+                             "files": {k: v for k, v in parts.items() if v is not None and len(parts) <= 4}})
             changes = stale.get(st.addressing, [])
             rows.append({"stage": st.name, "up_to_date": not changes, "changes": changes, "outs": outs})
     return rows
@@ -109,8 +117,11 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print machine-
     for row in rows:
         state = "[green]up to date[/]" if row["up_to_date"] else "[yellow]stale[/]"
         outs = "\n".join(
-            f"{o['path']} ({o['records'] if o['records'] is not None else '-'})" if o["exists"] else f"{o['path']} (missing)"
-            for o in row["outs"]
+            f"{o['path']}  [dim]missing[/]" if not o["exists"]
+            else f"{o['path']}  {o['records']:,} records"
+            + (f" ({', '.join(f'{k} {v:,}' for k, v in o['files'].items())})" if o["files"] else "")
+            if o["records"] is not None else o["path"]
+            for o in row["outs"] if not o["path"].startswith("reports/")
         )
         table.add_row(row["stage"], state, outs)
     console.print(table)
