@@ -86,3 +86,19 @@ def test_cli_status_reports_steps_and_counts(repo):
     assert all(r["up_to_date"] for r in rows.values())
     merge_outs = {o["path"]: o["records"] for o in rows["merge"]["outs"]}
     assert merge_outs["data/splits"] > 0
+
+
+def test_cli_run_from_and_to(repo):
+    cli = str(BIN / "content-moderation")
+    # --from forces that step; its output is byte-identical, so nothing downstream is stale.
+    assert ran(sh(repo, cli, "run", "--from", "generate-perturbations")) == ["generate-perturbations"]
+    set_params(repo, **{"ingest.seed": 5})
+    assert ran(sh(repo, cli, "run", "--to", "ingest-external")) == ["ingest-external"]
+    assert "merge" in sh(repo, "dvc", "status")
+    assert ran(sh(repo, cli, "run")) == ["merge"]
+
+
+def test_dvc_push_to_the_default_local_remote(repo):
+    out = sh(repo, "dvc", "push")
+    assert "pushed" in out
+    assert any((repo / ".dvc-storage").rglob("*"))
