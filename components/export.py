@@ -1,0 +1,114 @@
+"""The export step: the checkpoint as ONNX (fp32, fp16 with fp32 I/O, dynamic INT8 per channel).
+
+The graph is the whole classifier (encoder, mean pooling, head, sigmoid), so serving runs one
+session and needs no PyTorch. It is exported with ``torch.onnx.export`` rather than optimum:
+optimum exports the stock transformers architectures, and this model's pooling and head are
+our own module. fp16 goes through onnxruntime's converter (I/O kept fp32), INT8 through
+``quantize_dynamic``. Each variant's parity with PyTorch is measured on the validation split.
+The output folder holds everything serving needs: ONNX files, tokenizer, classifier.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from components.classifier import CONFIG_NAME, ModerationClassifier, run_batched
+from components.contract import read_records, write_json
+from components.onnx_model import VARIANT_FILES, OnnxClassifier
+from components.params import ExportParams
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+TORCH_VAL_PROBS = "torch_val_probs.npy"
+
+
+def export_fp32(model: ModerationClassifier, tokenizer, path: Path, opset: int) -> None:
+    sample = tokenizer(["[GENERAL][MESSAGE] a sample text to trace"], return_tensors="pt")
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (sample["input_ids"], sample["attention_mask"]), str(path),
+            input_names=["input_ids", "attention_mask"], output_names=["probabilities"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          "probabilities": {0: "batch"}},
+            opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+
+
+def export_fp16(src: Path, dst: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+def export_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def parity(reference: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
+    """How far a variant's probabilities and label decisions are from PyTorch's."""
+    return {
+        "max_abs_diff": float(np.abs(reference - probs).max()) if len(probs) else 0.0,
+        "mean_abs_diff": float(np.abs(reference - probs).mean()) if len(probs) else 0.0,
+        "decision_diff_rate": float(((reference >= threshold) != (probs >= threshold)).mean()) if len(probs) else 0.0,
+        "threshold": threshold,
+        "samples": int(len(probs)),
+    }
+
+
+def export(checkpoint: Path, out_dir: Path, val_path: Path, params: ExportParams) -> dict:
+    """Write the ONNX folder (all variants, tokenizer, config, parity report); return the report."""
+    model, tokenizer = ModerationClassifier.load(checkpoint)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        export_fp32(model, tokenizer, tmp / VARIANT_FILES["fp32"], params.opset)
+        if "fp16" in params.variants:
+            export_fp16(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["fp16"])
+        if "int8" in params.variants:
+            export_int8(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["int8"])
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        for name in TOKENIZER_FILES:
+            if (tmp / "tokenizer" / name).exists():
+                shutil.move(str(tmp / "tokenizer" / name), tmp / name)
+        shutil.rmtree(tmp / "tokenizer")
+        shutil.copy2(Path(checkpoint) / CONFIG_NAME, tmp / CONFIG_NAME)
+
+        texts = [r.text for r in read_records(val_path).records]
+        reference = run_batched(model, tokenizer, texts, params.parity_batch_size, progress=True)
+        np.save(tmp / TORCH_VAL_PROBS, reference)
+        report = {"variants": {}}
+        for variant in params.variants:
+            onnx_model = OnnxClassifier(tmp, variant)
+            probs = onnx_model.predict_proba(texts, batch_size=params.parity_batch_size)
+            report["variants"][variant] = {
+                "file": VARIANT_FILES[variant],
+                "size_bytes": (tmp / VARIANT_FILES[variant]).stat().st_size,
+                **parity(reference, probs),
+            }
+            log.info("%s: %.1f MB, max |diff| %.2e, decisions differing %.4f", variant,
+                     report["variants"][variant]["size_bytes"] / 1e6, report["variants"][variant]["max_abs_diff"],
+                     report["variants"][variant]["decision_diff_rate"])
+        write_json(tmp / "parity.json", report)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report

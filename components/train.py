@@ -1,0 +1,204 @@
+"""The train step: two modes behind one interface, both ending in the same checkpoint folder.
+
+``head``: the encoder stays frozen; its pooled embeddings (cached on disk by text hash, so a
+rerun or a head-only change costs seconds) train a multi-label linear head.
+``finetune``: the whole network trains with BCE (per-category positive weights), a linear
+warm-up schedule, bucketed dynamic padding and early stopping on validation macro F1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from components.classifier import ModerationClassifier, length_sorted_batches, run_batched, tokenize
+from components.contract import ContractError, Record, atomic_write, read_records, write_json
+from components.model_source import resolve_model
+from components.params import ProfileParams, TrainParams
+from components.taxonomy import LABELS
+
+log = logging.getLogger(__name__)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def label_matrix(records: list[Record]) -> np.ndarray:
+    return np.array([r.label_vector() for r in records], dtype=np.float32).reshape(-1, len(LABELS))
+
+
+def pos_weights(y: np.ndarray, cap: float) -> torch.Tensor:
+    """negatives/positives per category, capped: rare categories count more, never absurdly more."""
+    pos = y.sum(0)
+    neg = len(y) - pos
+    return torch.tensor(np.clip(neg / np.maximum(pos, 1), 1.0, cap), dtype=torch.float32)
+
+
+def macro_f1(y: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> float:
+    return float(f1_score(y, probs >= threshold, average="macro", zero_division=0))
+
+
+class EmbeddingCache:
+    """Pooled embeddings on disk, keyed by a hash of (encoder, max length, text)."""
+
+    def __init__(self, folder: Path, model_key: str):
+        self.folder = Path(folder) / hashlib.sha256(model_key.encode()).hexdigest()[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._index_path, self._vectors_path = self.folder / "index.json", self.folder / "vectors.npy"
+        self.index: dict[str, int] = json.loads(self._index_path.read_text()) if self._index_path.exists() else {}
+        self.vectors = np.load(self._vectors_path) if self._vectors_path.exists() else None
+        if self.vectors is not None and len(self.vectors) != len(self.index):
+            log.warning("embedding cache %s is inconsistent; starting it again", self.folder)
+            self.index, self.vectors = {}, None
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def get(self, texts: list[str], compute) -> np.ndarray:
+        keys = [self.key(t) for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.index}.items())
+        if missing:
+            log.info("embedding %d new texts (%d cached)", len(missing), len(texts) - len(missing))
+            new = compute([t for _, t in missing])
+            start = len(self.index)
+            self.vectors = new if self.vectors is None else np.concatenate([self.vectors, new])
+            for i, (k, _) in enumerate(missing):
+                self.index[k] = start + i
+            # vectors first, then the index that points into them: a crash between leaves extra rows only.
+            with atomic_write(self._vectors_path, "wb") as fh:
+                np.save(fh, self.vectors)
+            write_json(self._index_path, self.index)
+        return self.vectors[[self.index[k] for k in keys]]
+
+
+def _train_head(model: ModerationClassifier, xtr, ytr, xva, yva, p: ProfileParams, history: list) -> None:
+    head = model.head
+    opt = torch.optim.AdamW(head.parameters(), lr=p.head_learning_rate, weight_decay=p.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weights(ytr, p.pos_weight_cap))
+    xtr_t, ytr_t, xva_t = torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xva)
+    best, best_state, stale = -1.0, None, 0
+    batch = 512
+    for epoch in range(1, p.head_epochs + 1):
+        perm = torch.randperm(len(xtr_t))
+        total = 0.0
+        for start in range(0, len(perm), batch):
+            idx = perm[start : start + batch]
+            opt.zero_grad()
+            loss = loss_fn(head(xtr_t[idx]), ytr_t[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        if epoch % 5 == 0 or epoch == p.head_epochs:
+            with torch.no_grad():
+                f1 = macro_f1(yva, torch.sigmoid(head(xva_t)).numpy())
+            history.append({"epoch": epoch, "loss": round(total / len(perm), 5), "val_macro_f1": round(f1, 5)})
+            if f1 > best + 1e-4:
+                best, best_state, stale = f1, {k: v.clone() for k, v in head.state_dict().items()}, 0
+            else:
+                stale += 1
+                if stale >= p.patience * 4:  # checked every 5 epochs: patience counts in 20-epoch windows
+                    break
+    head.load_state_dict(best_state)
+
+
+def _train_finetune(model: ModerationClassifier, tokenizer, train_texts, ytr, val_texts, yva, p: ProfileParams,
+                    history: list, device: torch.device) -> None:
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    model.to(device)
+    params = [
+        {"params": model.encoder.parameters(), "lr": p.learning_rate},
+        {"params": model.head.parameters(), "lr": p.head_learning_rate},
+    ]
+    opt = torch.optim.AdamW(params, weight_decay=p.weight_decay)
+    # Buckets of similar length, shuffled as batches: dynamic padding without a length-ordered curriculum.
+    batches = list(length_sorted_batches([len(t) for t in train_texts], p.batch_size))
+    steps = len(batches) * p.epochs
+    sched = get_linear_schedule_with_warmup(opt, int(steps * p.warmup_ratio), steps)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weights(ytr, p.pos_weight_cap).to(device))
+    best, best_state, stale = -1.0, None, 0
+    for epoch in range(1, p.epochs + 1):
+        model.train()
+        random.shuffle(batches)
+        total, seen = 0.0, 0
+        for idx in tqdm(batches, desc=f"epoch {epoch}/{p.epochs}", unit="batch"):
+            enc = tokenize(tokenizer, [train_texts[i] for i in idx], p.max_length)
+            logits = model.logits(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            loss = loss_fn(logits, torch.from_numpy(ytr[idx]).to(device))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        f1 = macro_f1(yva, run_batched(model, tokenizer, val_texts, p.batch_size * 2))
+        history.append({"epoch": epoch, "loss": round(total / seen, 5), "val_macro_f1": round(f1, 5)})
+        log.info("epoch %d loss %.4f val macro F1 %.4f", epoch, total / seen, f1)
+        if f1 > best + 1e-4:
+            best, stale = f1, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= p.patience:
+                break
+    model.load_state_dict(best_state)
+    model.to("cpu")
+
+
+def train(params: TrainParams, train_path: Path, val_path: Path, out_dir: Path, cache_dir: Path) -> dict:
+    """Train the active profile on the train split; write the checkpoint folder; return statistics."""
+    p = params.active
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    set_seed(params.seed)
+    train_records = read_records(train_path).records
+    val_records = read_records(val_path).records
+    if not train_records or not val_records:
+        raise ContractError(f"empty split ({train_path}: {len(train_records)}, {val_path}: {len(val_records)}); run merge first")
+    ytr, yva = label_matrix(train_records), label_matrix(val_records)
+    train_texts, val_texts = [r.text for r in train_records], [r.text for r in val_records]
+    source = resolve_model(p.model)
+    model, tokenizer = ModerationClassifier.from_encoder(source, p.model, p.mode, p.max_length)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    history: list[dict] = []
+    started = time.perf_counter()
+    if p.mode == "head":
+        model.encoder.requires_grad_(False)
+        cache = EmbeddingCache(cache_dir, f"{p.model}|{p.max_length}|{model.config.normalize}")
+        embed = lambda texts: run_batched(model, tokenizer, texts, 64, what="embeddings", progress=True)  # noqa: E731
+        t0 = time.perf_counter()
+        xtr, xva = cache.get(train_texts, embed), cache.get(val_texts, embed)
+        encode_seconds = time.perf_counter() - t0
+        _train_head(model, xtr, ytr, xva, yva, p, history)
+        examples = len(train_texts)
+    else:
+        encode_seconds = 0.0
+        _train_finetune(model, tokenizer, train_texts, ytr, val_texts, yva, p, history, device)
+        examples = len(train_texts) * len(history)
+    seconds = time.perf_counter() - started
+    model.save(out_dir, tokenizer)
+    best = max(history, key=lambda h: h["val_macro_f1"])
+    return {
+        "profile": params.profile, "model": p.model, "mode": p.mode, "device": str(device),
+        "train_examples": len(train_texts), "val_examples": len(val_texts),
+        "seconds": round(seconds, 1), "encode_seconds": round(encode_seconds, 1),
+        "examples_per_second": round(examples / max(seconds, 1e-9), 1),
+        "best_epoch": best["epoch"], "best_val_macro_f1_at_0.5": best["val_macro_f1"], "epochs_run": history[-1]["epoch"],
+        "history": history,
+    }
