@@ -18,9 +18,9 @@ from components.params import Params
 log = logging.getLogger(__name__)
 
 
-def _report(root: Path, params: Params, stage: str, stats: dict, started: float) -> dict:
-    stats = {"stage": stage, "seconds": round(time.perf_counter() - started, 2), **stats}
-    write_json(root / params.paths.data_reports / f"{stage.replace('-', '_')}.json", stats)
+def _report(root: Path, params: Params, stage: str, stats: dict, started: float, folder: str | None = None) -> dict:
+    stats = {"stage": stage, **stats, "seconds": round(time.perf_counter() - started, 2)}
+    write_json(root / (folder or params.paths.data_reports) / f"{stage.replace('-', '_')}.json", stats)
     return stats
 
 
@@ -75,10 +75,43 @@ def merge(root: Path, params: Params) -> dict:
     return _report(root, params, "merge", stats, t)
 
 
+def train(root: Path, params: Params) -> dict:
+    from components.train import train as run
+
+    t = time.perf_counter()
+    splits, model = root / params.paths.splits, root / params.paths.model
+    stats = run(params.train, splits / "train.jsonl", splits / "val.jsonl", model / "checkpoint",
+                root / "models" / ".embedding-cache")
+    write_json(root / params.paths.reports / "train_history.json", stats.pop("history"))
+    return _report(root, params, "train", stats, t, folder=params.paths.reports)
+
+
+def export(root: Path, params: Params) -> dict:
+    from components.export import export as run
+
+    t = time.perf_counter()
+    model = root / params.paths.model
+    stats = run(model / "checkpoint", model / "onnx", root / params.paths.splits / "val.jsonl", params.export)
+    return _report(root, params, "export", stats, t, folder=params.paths.reports)
+
+
+def evaluate(root: Path, params: Params) -> dict:
+    from components.evaluate import evaluate as run
+
+    t = time.perf_counter()
+    model, splits, reports = root / params.paths.model, root / params.paths.splits, root / params.paths.reports
+    stats = run(model / "onnx", splits / "val.jsonl", splits / "test.jsonl", params.evaluate, model / "release",
+                reports / "plots")
+    return _report(root, params, "metrics", stats, t, folder=params.paths.reports)
+
+
 STAGES: dict[str, Callable[[Path, Params], dict]] = {
     "generate-positives": generate_positives,
     "generate-negatives": generate_negatives,
     "generate-perturbations": generate_perturbations,
     "ingest-external": ingest_external,
     "merge": merge,
+    "train": train,
+    "export": export,
+    "evaluate": evaluate,
 }

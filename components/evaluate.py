@@ -1,0 +1,146 @@
+"""The evaluate step: score every ONNX variant, tune thresholds, judge the gate, pick what ships.
+
+Thresholds are tuned per category on the validation split and judged on the test split.
+Every variant is scored the same way; the served variant is the smallest one whose macro F1
+is within ``evaluate.variant_tolerance`` of fp32 and that passes the gate. Parity is measured
+against the PyTorch model's validation probabilities (saved by the export step) at the tuned
+thresholds, i.e. on the decisions that will actually be served.
+
+Outputs: a release folder (the served ONNX file, tokenizer, classifier.json, thresholds.json,
+manifest.json with checksums and the verdict), ``reports/metrics.json`` and plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from components.classifier import CONFIG_NAME
+from components.contract import ContractError, read_records, write_json
+from components.export import TOKENIZER_FILES, TORCH_VAL_PROBS
+from components.metrics import (
+    calibration,
+    category_metrics,
+    per_source,
+    quality_gate,
+    robustness,
+    select_served_variant,
+    tune_thresholds,
+    write_plots,
+)
+from components.onnx_model import MANIFEST_NAME, THRESHOLDS_NAME, VARIANT_FILES, OnnxClassifier, sha256_file
+from components.params import EvaluateParams
+from components.taxonomy import LABELS
+from components.train import label_matrix
+
+log = logging.getLogger(__name__)
+
+
+def tuned_parity(reference: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]) -> dict:
+    th = np.array([thresholds[name] for name in LABELS], dtype=np.float32)
+    return {
+        "max_abs_diff": float(np.abs(reference - probs).max()),
+        "decision_diff_rate": float(((reference >= th) != (probs >= th)).mean()),
+        "samples": int(len(probs)),
+        "at": "tuned thresholds",
+    }
+
+
+def _read_split(path: Path, name: str):
+    records = read_records(path).records
+    if not records:
+        raise ContractError(f"{path}: the {name} split is empty; run the merge step (content-moderation run --to merge)")
+    return records
+
+
+def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluateParams, release_dir: Path,
+             plots_dir: Path, champion_macro_f1: float | None = None) -> dict:
+    """Score every variant in ``onnx_dir``; write the release folder and plots; return the metrics report."""
+    onnx_dir = Path(onnx_dir)
+    val, test = _read_split(val_path, "validation"), _read_split(test_path, "test")
+    yva, yte = label_matrix(val), label_matrix(test)
+    val_texts, test_texts = [r.text for r in val], [r.text for r in test]
+    reference = np.load(onnx_dir / TORCH_VAL_PROBS) if (onnx_dir / TORCH_VAL_PROBS).exists() else None
+    if reference is not None and len(reference) != len(val):
+        log.warning("PyTorch reference probabilities cover %d examples, the validation split %d: re-run export",
+                    len(reference), len(val))
+        reference = None
+
+    variants = [v for v, f in VARIANT_FILES.items() if (onnx_dir / f).exists()]
+    if "fp32" not in variants:
+        raise ContractError(f"{onnx_dir}: no fp32 model.onnx; re-run the export step")
+    results, probs_by_variant = {}, {}
+    for variant in variants:
+        model = OnnxClassifier(onnx_dir, variant)
+        started = time.perf_counter()
+        pv = model.predict_proba(val_texts, params.batch_size)
+        pt = model.predict_proba(test_texts, params.batch_size)
+        seconds = time.perf_counter() - started
+        thresholds = tune_thresholds(yva, pv, params)
+        metrics = category_metrics(yte, pt, thresholds)
+        parity = tuned_parity(reference, pv, thresholds) if reference is not None else None
+        verdict = quality_gate(metrics, parity, params, champion_macro_f1)
+        results[variant] = {
+            "file": VARIANT_FILES[variant],
+            "size_bytes": (onnx_dir / VARIANT_FILES[variant]).stat().st_size,
+            "texts_per_second": round((len(val_texts) + len(test_texts)) / seconds, 1),
+            "macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"],
+            "thresholds": thresholds, "metrics": metrics, "parity": parity,
+            "gate": verdict.to_dict(), "gate_passed": verdict.passed,
+        }
+        probs_by_variant[variant] = (pv, pt)
+        log.info("%s: macro F1 %.4f, gate %s", variant, metrics["macro_f1"], "pass" if verdict.passed else "FAIL")
+
+    served = select_served_variant(results, params.variant_tolerance)
+    # With nothing passing, the fp32 model is still released as a candidate: never promoted, but inspectable.
+    chosen = served or "fp32"
+    best = results[chosen]
+    _, pt = probs_by_variant[chosen]
+    report = {
+        "served_variant": chosen,
+        "gate": {**best["gate"], "passed": served is not None},
+        "test": best["metrics"],
+        "thresholds": best["thresholds"],
+        "calibration": calibration(yte, pt, params.calibration_bins),
+        "robustness": robustness(test, yte, pt, best["thresholds"]),
+        "external": per_source(test, yte, pt, best["thresholds"]),
+        "variants": {v: {k: r[k] for k in ("file", "size_bytes", "texts_per_second", "macro_f1", "micro_f1",
+                                           "gate_passed", "parity")} for v, r in results.items()},
+        "f1_floor": params.f1_floor,
+        "champion_macro_f1": champion_macro_f1,
+    }
+    write_plots(yte, pt, best["thresholds"], {**best["metrics"], "f1_floor": params.f1_floor}, plots_dir)
+    write_release(onnx_dir, release_dir, chosen, best["thresholds"], report)
+    return report
+
+
+def write_release(onnx_dir: Path, release_dir: Path, variant: str, thresholds: dict, report: dict) -> None:
+    """The self-contained serving folder: one ONNX file, tokenizer, config, thresholds, manifest."""
+    release_dir = Path(release_dir)
+    release_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{release_dir.name}.", dir=release_dir.parent))
+    try:
+        for name in (VARIANT_FILES[variant], CONFIG_NAME, *TOKENIZER_FILES):
+            if (onnx_dir / name).exists():
+                shutil.copy2(onnx_dir / name, tmp / name)
+        write_json(tmp / THRESHOLDS_NAME, thresholds)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        write_json(tmp / MANIFEST_NAME, {
+            "served_variant": variant,
+            "labels": list(LABELS),
+            "files": files,
+            "gate": report["gate"],
+            "test_macro_f1": report["test"]["macro_f1"],
+            "test_micro_f1": report["test"]["micro_f1"],
+        })
+        if release_dir.exists():
+            shutil.rmtree(release_dir)
+        tmp.rename(release_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
