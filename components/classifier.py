@@ -39,6 +39,7 @@ class ClassifierConfig:
     max_length: int = 128
     normalize: bool = True
     hidden_size: int = 384
+    head_hidden: int = 0  # 0: a linear head; N: one hidden layer of N units (GELU, dropout)
     vocab_size: int = 0
     prefix_scheme: str = "[AUDIENCE][SURFACE] text"
     audiences: list[str] = field(default_factory=lambda: list(AUDIENCES))
@@ -74,6 +75,12 @@ def _uses_normalize(encoder_dir: Path) -> bool:
     return any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
 
 
+def make_head(hidden_size: int, head_hidden: int) -> nn.Module:
+    if not head_hidden:
+        return nn.Linear(hidden_size, len(LABELS))
+    return nn.Sequential(nn.Linear(hidden_size, head_hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(head_hidden, len(LABELS)))
+
+
 class ModerationClassifier(nn.Module):
     """input_ids, attention_mask -> 18 probabilities (sigmoid of a linear head over mean-pooled tokens)."""
 
@@ -81,7 +88,7 @@ class ModerationClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.config = config
-        self.head = nn.Linear(config.hidden_size, len(LABELS))
+        self.head = make_head(config.hidden_size, config.head_hidden)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -98,12 +105,13 @@ class ModerationClassifier(nn.Module):
         return torch.sigmoid(self.logits(input_ids, attention_mask))
 
     @classmethod
-    def from_encoder(cls, encoder_dir: Path, base_model: str, mode: str, max_length: int) -> tuple["ModerationClassifier", object]:
+    def from_encoder(cls, encoder_dir: Path, base_model: str, mode: str, max_length: int,
+                     head_hidden: int = 0) -> tuple["ModerationClassifier", object]:
         encoder = AutoModel.from_pretrained(str(encoder_dir))
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
         cfg = ClassifierConfig(base_model=base_model, mode=mode, max_length=max_length,
                                normalize=_uses_normalize(encoder_dir), hidden_size=encoder.config.hidden_size,
-                               vocab_size=encoder.config.vocab_size)
+                               vocab_size=encoder.config.vocab_size, head_hidden=head_hidden)
         return cls(encoder, cfg), tokenizer
 
     def save(self, folder: Path, tokenizer) -> None:

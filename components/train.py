@@ -87,6 +87,7 @@ class EmbeddingCache:
 
 def _train_head(model: ModerationClassifier, xtr, ytr, xva, yva, p: ProfileParams, history: list) -> None:
     head = model.head
+    head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=p.head_learning_rate, weight_decay=p.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weights(ytr, p.pos_weight_cap))
     xtr_t, ytr_t, xva_t = torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xva)
@@ -103,8 +104,10 @@ def _train_head(model: ModerationClassifier, xtr, ytr, xva, yva, p: ProfileParam
             opt.step()
             total += loss.item() * len(idx)
         if epoch % 5 == 0 or epoch == p.head_epochs:
+            head.eval()
             with torch.no_grad():
                 f1 = macro_f1(yva, torch.sigmoid(head(xva_t)).numpy())
+            head.train()
             history.append({"epoch": epoch, "loss": round(total / len(perm), 5), "val_macro_f1": round(f1, 5)})
             if f1 > best + 1e-4:
                 best, best_state, stale = f1, {k: v.clone() for k, v in head.state_dict().items()}, 0
@@ -113,6 +116,7 @@ def _train_head(model: ModerationClassifier, xtr, ytr, xva, yva, p: ProfileParam
                 if stale >= p.patience * 4:  # checked every 5 epochs: patience counts in 20-epoch windows
                     break
     head.load_state_dict(best_state)
+    head.eval()
 
 
 def _train_finetune(model: ModerationClassifier, tokenizer, train_texts, ytr, val_texts, yva, p: ProfileParams,
@@ -174,7 +178,7 @@ def train(params: TrainParams, train_path: Path, val_path: Path, out_dir: Path, 
     ytr, yva = label_matrix(train_records), label_matrix(val_records)
     train_texts, val_texts = [r.text for r in train_records], [r.text for r in val_records]
     source = resolve_model(p.model)
-    model, tokenizer = ModerationClassifier.from_encoder(source, p.model, p.mode, p.max_length)
+    model, tokenizer = ModerationClassifier.from_encoder(source, p.model, p.mode, p.max_length, p.head_hidden)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     history: list[dict] = []
     started = time.perf_counter()
