@@ -116,23 +116,13 @@ class ModerationClassifier(nn.Module):
 
     def save(self, folder: Path, tokenizer) -> None:
         """Write the checkpoint folder (encoder + tokenizer, head, config); replaced as a whole."""
-        import shutil
-        import tempfile
+        from components.contract import atomic_folder
 
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             self.encoder.save_pretrained(tmp / "encoder")
             tokenizer.save_pretrained(tmp / "encoder")
             torch.save(self.head.state_dict(), tmp / "head.pt")
             self.config.save(tmp)
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, folder: Path) -> tuple["ModerationClassifier", object]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from components.classifier import CONFIG_NAME
-from components.contract import ContractError, read_records, write_json
+from components.contract import ContractError, atomic_folder, read_records, write_json
 from components.export import TOKENIZER_FILES, TORCH_VAL_PROBS
 from components.metrics import (
     calibration,
@@ -121,10 +120,7 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
 
 def write_release(onnx_dir: Path, release_dir: Path, variant: str, thresholds: dict, report: dict) -> None:
     """The self-contained serving folder: one ONNX file, tokenizer, config, thresholds, manifest."""
-    release_dir = Path(release_dir)
-    release_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{release_dir.name}.", dir=release_dir.parent))
-    try:
+    with atomic_folder(release_dir) as tmp:
         for name in (VARIANT_FILES[variant], CONFIG_NAME, *TOKENIZER_FILES):
             if (onnx_dir / name).exists():
                 shutil.copy2(onnx_dir / name, tmp / name)
@@ -138,9 +134,3 @@ def write_release(onnx_dir: Path, release_dir: Path, variant: str, thresholds: d
             "test_macro_f1": report["test"]["macro_f1"],
             "test_micro_f1": report["test"]["micro_f1"],
         })
-        if release_dir.exists():
-            shutil.rmtree(release_dir)
-        tmp.rename(release_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

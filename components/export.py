@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import onnx
 import torch
 
 from components.classifier import CONFIG_NAME, ModerationClassifier, run_batched
-from components.contract import read_records, write_json
+from components.contract import atomic_folder, read_records, write_json
 from components.onnx_model import VARIANT_FILES, OnnxClassifier
 from components.params import ExportParams
 
@@ -73,10 +72,7 @@ def parity(reference: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> 
 def export(checkpoint: Path, out_dir: Path, val_path: Path, params: ExportParams) -> dict:
     """Write the ONNX folder (all variants, tokenizer, config, parity report); return the report."""
     model, tokenizer = ModerationClassifier.load(checkpoint)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         export_fp32(model, tokenizer, tmp / VARIANT_FILES["fp32"], params.opset)
         if "fp16" in params.variants:
             export_fp16(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["fp16"])
@@ -105,10 +101,4 @@ def export(checkpoint: Path, out_dir: Path, val_path: Path, params: ExportParams
                      report["variants"][variant]["size_bytes"] / 1e6, report["variants"][variant]["max_abs_diff"],
                      report["variants"][variant]["decision_diff_rate"])
         write_json(tmp / "parity.json", report)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-from components.contract import ContractError, Record, RejectedRecord, read_records, write_json, write_jsonl, write_records
+from components.contract import ContractError, Record, RejectedRecord, read_records, write_jsonl, write_records
 from components.dedup import NearDuplicateIndex, normalize
 from components.enrich import enrich
 from components.params import MergeParams

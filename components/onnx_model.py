@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from components.classifier import CONFIG_NAME, CheckpointError, ClassifierConfig, length_sorted_batches
+from components.classifier import CheckpointError, ClassifierConfig, length_sorted_batches
 from components.taxonomy import LABELS, ContextPrefix, category, split_prefix
 
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from components.contract import read_records
