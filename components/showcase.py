@@ -26,6 +26,7 @@ KIND_TITLES = {
     "false_negatives": "False negatives (lowest scores)",
 }
 _NEWLINES = re.compile(r"\r\n|\r|\n")
+_MD_SPECIAL = re.compile(r"[\\|*_`~\[\]]")
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,16 @@ def select_examples(
 
 
 def md_cell(text: str, max_chars: int | None = 300) -> str:
-    """Text made safe for one markdown table cell: pipes escaped, newlines as <br>, trimmed."""
+    """Text made safe for one markdown table cell and shown as written.
+
+    Pipes and markdown emphasis/link characters are backslash-escaped (``R_a_n_d_o_m`` stays
+    literal), ``&``, ``<`` and ``>`` become entities (no stray HTML), newlines become ``<br>``; long
+    texts are cut at ``max_chars``.
+    """
     text = str(text)
     if max_chars is not None and len(text) > max_chars:
         text = text[: max_chars - 1].rstrip() + "…"
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    text = _MD_SPECIAL.sub(r"\\\g<0>", text.replace("&", "&amp;")).replace("<", "&lt;").replace(">", "&gt;")
     return _NEWLINES.sub("<br>", text).strip() or " "
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -31,7 +34,10 @@ REVIEW_KINDS = ("positives", "negatives", "perturbations")
 def _setup(verbose: bool = False) -> Path:
     root = find_root()
     apply_defaults(root)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own loggers at INFO; libraries (onnxruntime's quantiser logs every tensor) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("components", "flows"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     return root
 
 
@@ -210,6 +216,336 @@ def validate(
         console.print(f"  ... and {len(result.rejects) - show} more", highlight=False)
     if result.rejects:
         raise typer.Exit(1)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# the model outside the pipeline: evaluate, predict, showcase
+
+EVALUATE_VARIANTS = ("fp32", "fp16", "int8", "all")
+
+
+_PRINTED_ANYWAY = ("quality gate failed", "no exported variant passed the gate")
+
+
+def _gate_filter(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_PRINTED_ANYWAY)
+
+
+@contextlib.contextmanager
+def _quiet_components(verbose: bool = False) -> Iterator[None]:
+    """Keep the components' INFO lines (tuned thresholds, ...) and the gate warnings, which the
+    command prints itself, out of interactive output; other warnings still show. Restored after."""
+    if verbose:
+        yield
+        return
+    components_log, metrics_log = logging.getLogger("components"), logging.getLogger("components.metrics")
+    level = components_log.level
+    components_log.setLevel(logging.WARNING)
+    metrics_log.addFilter(_gate_filter)
+    try:
+        yield
+    finally:
+        components_log.setLevel(level)
+        metrics_log.removeFilter(_gate_filter)
+
+
+def _release_folder(root: Path, model: Optional[Path]) -> Path:
+    return model if model is not None else root / _params(root).paths.model / "release"
+
+
+def _load_model(folder: Path):
+    from components.classifier import CheckpointError
+    from components.onnx_model import OnnxClassifier
+
+    try:
+        return OnnxClassifier(folder)
+    except CheckpointError as exc:  # ModelFolderError included: its message says what to run
+        raise _fail(str(exc)) from None
+
+
+def _parse_context(spec: Optional[str]):
+    from components.taxonomy import AUDIENCES, SURFACES, ContextPrefix
+
+    if spec is None:
+        return None
+    try:
+        return ContextPrefix.parse(spec)
+    except ValueError as exc:
+        problem = str(exc).split(";")[0]  # the valid values are listed below, both kinds
+        raise _fail(f"--context {spec!r}: {problem}; valid audiences: {', '.join(AUDIENCES)}; "
+                    f"valid surfaces: {', '.join(SURFACES)} (e.g. ADULT/MESSAGE)") from None
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        dst.symlink_to(src.resolve())
+    except OSError:  # a file system without symlinks
+        import shutil
+
+        shutil.copy2(src, dst)
+
+
+def _stage_model(model: Path, tokenizer: Optional[Path], variant: str, staging: Path) -> tuple[Path, Path, dict, str | None]:
+    """A model folder for ``components.evaluate`` built from --model/--tokenizer/--variant.
+
+    Returns (model folder, tokenizer folder, {variant: onnx file}, relabel): ``relabel`` names
+    the variant scored under the fp32 name when fp32 itself is not among those evaluated
+    (evaluate needs model.onnx as its reference).
+    """
+    from components.classifier import CONFIG_NAME
+    from components.export import TOKENIZER_FILES, TORCH_VAL_PROBS
+    from components.onnx_model import VARIANT_FILES
+
+    by_name = {f: v for v, f in VARIANT_FILES.items()}
+    if not model.exists():
+        raise _fail(f"{model}: no such model folder or file; run the pipeline (content-moderation run) "
+                    "or pass --model pointing at an exported folder")
+    if model.is_file():
+        if model.suffix != ".onnx":
+            raise _fail(f"{model}: not an .onnx file; pass a model folder or an .onnx file inside one")
+        folder = model.parent
+        named = by_name.get(model.name)
+        if named and variant not in ("all", named):
+            raise _fail(f"{model.name} is the {named} variant but --variant {variant} was asked for")
+        files = {named or (variant if variant != "all" else "fp32"): model}
+    else:
+        folder = model
+        present = {v: folder / f for v, f in VARIANT_FILES.items() if (folder / f).exists()}
+        if not present:
+            raise _fail(f"{folder}: no ONNX model file ({', '.join(VARIANT_FILES.values())}); re-run the export step")
+        if variant == "all":
+            files = present
+        elif variant in present:
+            files = {variant: present[variant]}
+        else:
+            raise _fail(f"{folder}: no {VARIANT_FILES[variant]} (variant {variant}); "
+                        f"variants present: {', '.join(present)}")
+    if not (folder / CONFIG_NAME).exists():
+        raise _fail(f"{folder}: no {CONFIG_NAME}; this is not an exported model folder (run the export step)")
+    tok_dir = tokenizer if tokenizer is not None else folder
+    if tok_dir.is_file():
+        tok_dir = tok_dir.parent
+    if not (tok_dir / "tokenizer.json").exists():
+        raise _fail(f"{tok_dir}: no tokenizer.json; pass --tokenizer pointing at the folder exported with the model")
+    relabel = None
+    if "fp32" not in files:
+        if len(files) > 1:
+            raise _fail(f"{folder}: scoring several variants needs model.onnx (fp32) as the reference; "
+                        "pass --variant to evaluate one alone")
+        relabel = next(iter(files))
+    staging.mkdir(parents=True, exist_ok=True)
+    for v, src in files.items():
+        _link(src, staging / VARIANT_FILES["fp32" if relabel else v])
+    _link(folder / CONFIG_NAME, staging / CONFIG_NAME)
+    if (folder / TORCH_VAL_PROBS).exists():
+        _link(folder / TORCH_VAL_PROBS, staging / TORCH_VAL_PROBS)
+    for name in TOKENIZER_FILES:
+        if (tok_dir / name).exists():
+            _link(tok_dir / name, staging / name)
+    return folder, tok_dir, files, relabel
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="An exported model folder (models/moderation/onnx, a release "
+                                        "folder) or an .onnx file inside one.")],
+    test: Annotated[Path, typer.Option("--test", help="The test split (JSONL): the metrics and the gate are judged on it.")],
+    val: Annotated[Path, typer.Option("--val", help="The validation split (JSONL): thresholds are tuned on it.")],
+    tokenizer: Annotated[Optional[Path], typer.Option(
+        "--tokenizer", help="A folder with tokenizer.json (default: the model's folder); its vocabulary must match the model's.")] = None,
+    variant: Annotated[str, typer.Option("--variant", help="fp32, fp16, int8, or all variants present in the folder.")] = "all",
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Where to write the report JSON (default: reports/evaluate.json); plots go beside it.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Evaluate any exported model folder outside the pipeline: per-category metrics, thresholds, gate."""
+    import tempfile
+
+    from components.classifier import CheckpointError
+    from components.contract import ContractError, write_json
+    from components.evaluate import evaluate as run_evaluate
+
+    root = _setup(verbose)
+    if variant not in EVALUATE_VARIANTS:
+        raise _fail(f"unknown variant {variant!r}; valid: {', '.join(EVALUATE_VARIANTS)}")
+    for name, path in (("--test", test), ("--val", val)):
+        if not path.is_file():
+            raise _fail(f"{path}: no such file ({name}); the pipeline writes the splits to data/splits/")
+    output = output if output is not None else root / _params(root).paths.reports / "evaluate.json"
+    params = _params(root).evaluate
+    with tempfile.TemporaryDirectory(prefix="cm-evaluate-") as tmp:
+        staging = Path(tmp) / "model"
+        folder, tok_dir, files, relabel = _stage_model(model, tokenizer, variant, staging)
+
+        def unstage(message: str) -> str:
+            # Errors name the files the user passed, not the temporary folder they were linked into.
+            message = message.replace(str(staging / "tokenizer.json"), str(tok_dir / "tokenizer.json"))
+            return message.replace(str(staging), str(folder))
+
+        console.print(f"evaluating {', '.join(files)} from {folder} on {test} (thresholds tuned on {val})",
+                      style="dim", highlight=False)
+        try:
+            with _quiet_components(verbose):
+                report = run_evaluate(staging, val, test, params, Path(tmp) / "release",
+                                      output.parent / f"{output.stem}_plots")
+        except (ContractError, CheckpointError, ValueError) as exc:
+            raise _fail(unstage(str(exc))) from None
+    if relabel:
+        report["served_variant"] = relabel
+        report["variants"] = {relabel: {**report["variants"]["fp32"], "file": files[relabel].name}}
+    report = {"model": str(model), "tokenizer": str(tok_dir), "val": str(val), "test": str(test),
+              "variants_evaluated": list(files), **report}
+    write_json(output, report)
+    _print_evaluation(report, params.f1_floor)
+    console.print(f"wrote {output}", highlight=False)
+
+
+def _print_evaluation(report: dict, floor: float) -> None:
+    from components.taxonomy import LABELS, category
+
+    m = report["test"]
+    gate = report["gate"]
+    role = "served" if gate["passed"] else "candidate: no variant passed the gate"
+    table = Table(title=f"test metrics · {report['served_variant']} ({role}) · {m['samples']:,} examples",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("category", no_wrap=True)
+    table.add_column("severity")
+    for col in ("precision", "recall", "F1", "threshold", "support"):
+        table.add_column(col, justify="right")
+    for name in LABELS:
+        c = m["per_category"][name]
+        f1 = f"{c['f1']:.3f}" if c["f1"] + 1e-9 >= floor else f"[red]{c['f1']:.3f}[/]"
+        table.add_row(name, category(name).severity, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f1,
+                      f"{c['threshold']:.2f}", str(c["support"]))
+    console.print(table)
+    console.print(f"macro F1 {m['macro_f1']:.4f} · micro F1 {m['micro_f1']:.4f}", highlight=False)
+    if len(report["variants"]) > 1:
+        vt = Table(title="variants")
+        for col in ("variant", "size", "macro F1", "micro F1", "gate"):
+            vt.add_column(col)
+        for v, r in report["variants"].items():
+            mark = f" ({role.split(':')[0]})" if v == report["served_variant"] else ""
+            vt.add_row(v + mark, f"{r['size_bytes'] / 1e6:.1f} MB", f"{r['macro_f1']:.4f}", f"{r['micro_f1']:.4f}",
+                       "[green]pass[/]" if r["gate_passed"] else "[red]fail[/]")
+        console.print(vt)
+    failing = [c for c in gate["checks"] if not c["passed"]]
+    if gate["passed"]:
+        console.print(f"gate: [green]PASSED[/] ({len(gate['checks'])} checks)", highlight=False)
+    else:
+        console.print(f"gate: [red]FAILED[/] ({len(failing)} of {len(gate['checks'])} checks)", highlight=False)
+        for c in failing:
+            console.print(f"  ✗ {c['name']}: {c['detail']}", highlight=False)
+
+
+@app.command()
+def predict(
+    texts: Annotated[list[str], typer.Argument(help="One or more texts to score (quote each one).")],
+    context: Annotated[Optional[str], typer.Option(
+        "--context", "-c", help="Where the texts were posted, AUDIENCE/SURFACE (e.g. ADULT/MESSAGE); "
+        "default: a text's own [AUDIENCE][SURFACE] prefix, else GENERAL/GENERAL.")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="A model folder (default: models/moderation/release, what serving loads).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (all 18 scores per text).")] = False,
+) -> None:
+    """Score texts with an exported model: flagged categories, most severe first, with scores and thresholds."""
+    from components.taxonomy import LABELS
+
+    root = _setup()
+    ctx = _parse_context(context)
+    inputs = []
+    for i, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise _fail(f"text {i} is empty")
+        try:
+            inputs.append(_with_context(text, ctx))
+        except ValueError as exc:
+            raise _fail(f"text {i}: {exc}") from None
+    clf = _load_model(_release_folder(root, model))
+    probs = clf.predict_proba(inputs)
+    flags = clf.flags(probs)
+    results = []
+    for text, inp, row, hits in zip(texts, inputs, probs, flags):
+        top = sorted(range(len(LABELS)), key=lambda j: -float(row[j]))[:3]
+        results.append({
+            "text": text, "input": inp,
+            "flags": [{"category": f.category, "score": round(f.score, 6), "threshold": round(f.threshold, 6),
+                       "severity": f.severity} for f in hits],
+            "top": [{"category": LABELS[j], "score": round(float(row[j]), 6),
+                     "threshold": round(float(clf.thresholds[j]), 6)} for j in top],
+            "scores": {name: round(float(row[j]), 6) for j, name in enumerate(LABELS)},
+        })
+    if json_out:
+        console.print_json(json.dumps({"model": str(clf.folder), "variant": clf.variant, "tuned_thresholds": clf.tuned,
+                                       "results": results}))
+        return
+    from rich.markup import escape
+
+    if not clf.tuned:
+        err.print(f"note: {clf.folder} has no thresholds.json; flagging at 0.5 (run the evaluate step to tune)",
+                  style="yellow", highlight=False)
+    for i, r in enumerate(results, start=1):
+        console.print(f"[bold]{i}.[/] {escape(r['input'])}", highlight=False)
+        for f in r["flags"]:
+            console.print(f"   [red]{f['category']}[/]  score {f['score']:.3f} ≥ threshold {f['threshold']:.2f}"
+                          f"  severity {f['severity']}", highlight=False)
+        if not r["flags"]:
+            top = ", ".join(f"{t['category']} {t['score']:.3f} (threshold {t['threshold']:.2f})" for t in r["top"])
+            console.print(f"   [green]no flags[/]  top scores: {top}", highlight=False)
+
+
+def _with_context(text: str, ctx) -> str:
+    from components.onnx_model import OnnxClassifier
+
+    return OnnxClassifier.with_context(text, ctx)
+
+
+@app.command()
+def showcase(
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Where to write the markdown page (default: reports/showcase.md).")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="A model folder with tuned thresholds (default: models/moderation/release).")] = None,
+    test: Annotated[Optional[Path], typer.Option(
+        "--test", help="The split to draw examples from (default: data/splits/test.jsonl).")] = None,
+    per_category: Annotated[int, typer.Option(
+        "--per-category", "-n", min=0, help="Examples of each kind (TP, FP, FN) per category.")] = 3,
+) -> None:
+    """Write a markdown page: per category its test F1 and its most confident hits and misses."""
+    from components.contract import ContractError, atomic_write, read_records
+    from components.metrics import category_metrics
+    from components.showcase import render_markdown, select_examples
+    from components.taxonomy import LABELS
+    from components.train import label_matrix
+
+    root = _setup()
+    params = _params(root)
+    paths = params.paths
+    output = output if output is not None else root / paths.reports / "showcase.md"
+    test = test if test is not None else root / paths.splits / "test.jsonl"
+    clf = _load_model(_release_folder(root, model))
+    try:
+        records = read_records(test).records
+    except ContractError as exc:
+        raise _fail(str(exc)) from None
+    if not records:
+        raise _fail(f"{test}: the split is empty; run the merge step (content-moderation run --to merge)")
+    if not clf.tuned:
+        err.print(f"note: {clf.folder} has no thresholds.json; using 0.5 for every category", style="yellow",
+                  highlight=False)
+    console.print(f"scoring {len(records):,} examples from {test} with {clf.folder} ({clf.variant})", style="dim",
+                  highlight=False)
+    # evaluate's batch size: dynamic INT8 quantizes activations per batch, so batching moves scores slightly
+    probs = clf.predict_proba([r.text for r in records], batch_size=params.evaluate.batch_size)
+    thresholds = {name: float(clf.thresholds[j]) for j, name in enumerate(LABELS)}
+    with _quiet_components():
+        metrics = category_metrics(label_matrix(records), probs, thresholds)
+        selection = select_examples(records, probs, thresholds, per_category)
+    about = {"model": f"{clf.folder} ({clf.variant}{'' if clf.tuned else ', untuned thresholds 0.5'})",
+             "examples from": str(test)}
+    with atomic_write(output) as fh:
+        fh.write(render_markdown(selection, metrics, about=about))
+    console.print(f"wrote {output}: {len(LABELS)} categories, macro F1 {metrics['macro_f1']:.4f}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from components.contract import make_labels
 from flows.cli import app
 
 runner = CliRunner()
-COMMANDS = ["stage", "status", "run", "review", "validate"]
+COMMANDS = ["stage", "status", "run", "review", "validate", "evaluate", "predict", "showcase"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
