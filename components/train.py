@@ -178,7 +178,8 @@ def train(params: TrainParams, train_path: Path, val_path: Path, out_dir: Path, 
     ytr, yva = label_matrix(train_records), label_matrix(val_records)
     train_texts, val_texts = [r.text for r in train_records], [r.text for r in val_records]
     source = resolve_model(p.model)
-    model, tokenizer = ModerationClassifier.from_encoder(source, p.model, p.mode, p.max_length, p.head_hidden)
+    normalize = p.normalize if p.normalize is not None else (None if p.mode == "head" else False)
+    model, tokenizer = ModerationClassifier.from_encoder(source, p.model, p.mode, p.max_length, p.head_hidden, normalize)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     history: list[dict] = []
     started = time.perf_counter()

@@ -156,6 +156,26 @@ def run(
         _dvc(root, "repro", "--force", "--single-item", from_step)
     _dvc(root, "repro", *([to_step] if to_step else []))
     status()
+    _print_verdict(root)
+
+
+def _print_verdict(root: Path) -> None:
+    """The gate's verdict on the model the last evaluation judged, in one screen."""
+    params = _params(root)
+    path = root / params.paths.reports / "metrics.json"
+    if not path.exists():
+        return
+    m = json.loads(path.read_text())
+    gate = m["gate"]
+    verdict = "[green]PASSED[/]" if gate["passed"] else "[red]FAILED[/]"
+    console.print(f"quality gate {verdict}: served variant {m['served_variant']}, test macro F1 "
+                  f"{m['test']['macro_f1']:.4f}, micro F1 {m['test']['micro_f1']:.4f}; release folder "
+                  f"{params.paths.model}/release")
+    failing = [c for c in gate["checks"] if not c["passed"]]
+    for check in failing:
+        console.print(f"  failing {check['name']}: {check['detail']}", highlight=False)
+    if failing:
+        console.print("  the model stays a candidate; see reports/metrics.json and `content-moderation showcase`")
 
 
 @app.command()
