@@ -1,4 +1,4 @@
-"""A real `dvc repro` of the data half in a temporary copy of the repository, on small volumes."""
+"""A real `dvc repro` of the whole DAG in a temporary copy of the repository, on small volumes."""
 
 import os
 import shutil
@@ -55,13 +55,23 @@ def repo(tmp_path_factory) -> Path:
                                                    "sms_spam", "cyberbullying", "sdcnl")},
         "ingest.roots": ["data/external/raw"], "merge.val_fraction": 0.15, "merge.test_fraction": 0.2,
     })
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["train"]["profiles"]["cpu"].update({"head_epochs": 20, "max_length": 64})
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return dst
 
 
-def test_repro_builds_splits_then_finds_nothing_to_do(repo):
+ALL_STAGES = ["generate-positives", "generate-negatives", "generate-perturbations", "ingest-external", "merge",
+              "train", "export", "evaluate"]
+MODEL_STAGES = ["train", "export", "evaluate"]
+
+
+def test_repro_builds_everything_then_finds_nothing_to_do(repo):
     first = sh(repo, "dvc", "repro")
-    assert sorted(ran(first)) == sorted(["generate-positives", "generate-negatives", "generate-perturbations",
-                                         "ingest-external", "merge"])
+    assert sorted(ran(first)) == sorted(ALL_STAGES)
+    assert (repo / "models/moderation/release/manifest.json").exists()
+    metrics = __import__("json").loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics["gate"]) >= {"passed", "checks", "failing"}
     splits = {s: read_records(repo / f"data/splits/{s}.jsonl").records for s in ("train", "val", "test")}
     assert all(splits.values())
     assert any(r.source.startswith("external:") for r in splits["train"])
@@ -72,10 +82,10 @@ def test_repro_builds_splits_then_finds_nothing_to_do(repo):
 
 
 def test_changing_one_param_reruns_only_what_is_downstream(repo):
-    set_params(repo, **{"merge.seed": 7})
-    assert ran(sh(repo, "dvc", "repro")) == ["merge"]
+    set_params(repo, **{"evaluate.f1_floor": 0.5})
+    assert ran(sh(repo, "dvc", "repro")) == ["evaluate"]
     set_params(repo, **{"perturb.rate": 0.5})
-    assert ran(sh(repo, "dvc", "repro")) == ["generate-perturbations", "merge"]
+    assert ran(sh(repo, "dvc", "repro")) == ["generate-perturbations", "merge", *MODEL_STAGES]
 
 
 def test_cli_status_reports_steps_and_counts(repo):
@@ -95,7 +105,9 @@ def test_cli_run_from_and_to(repo):
     set_params(repo, **{"ingest.seed": 5})
     assert ran(sh(repo, cli, "run", "--to", "ingest-external")) == ["ingest-external"]
     assert "merge" in sh(repo, "dvc", "status")
-    assert ran(sh(repo, cli, "run")) == ["merge"]
+    out = sh(repo, cli, "run")
+    assert ran(out) == ["merge", *MODEL_STAGES]
+    assert "quality gate" in out and "release folder models/moderation/release" in out
 
 
 def test_dvc_push_to_the_default_local_remote(repo):

@@ -24,7 +24,7 @@ def make_backend(params: GenerateParams) -> GenerationBackend:
         from components.generate.offline import OfflineBackend
 
         return OfflineBackend(params.seed, params.style)
-    raise NotImplementedError(
+    raise ValueError(
         f"generate.backend={params.backend!r} is not available in this version; "
         "set generate.backend: offline in params.yaml"
     )
