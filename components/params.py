@@ -38,6 +38,58 @@ class StyleParams(_Strict):
     shout: float = Field(0.03, ge=0, le=1)
 
 
+class LLMParams(_Strict):
+    """What both LLM backends share: request shape, pacing, retries, cache and acceptance limits."""
+
+    model: str = Field(..., min_length=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    examples_per_request: int = Field(25, ge=1, le=100)
+    max_tokens: int = Field(4096, ge=256, description="output budget of one request (25 short texts need ~2k)")
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
+    requests_per_minute: int = Field(50, ge=0, description="0 = no limit")
+    tokens_per_minute: int = Field(100_000, ge=0, description="input + expected output tokens a minute; 0 = no limit")
+    timeout_s: float = Field(120.0, gt=0, description="one HTTP request")
+    retries: int = Field(5, ge=0, description="retries of a request on 429, 5xx, overloaded, timeouts")
+    backoff_base_s: float = Field(1.0, gt=0, description="exponential backoff with full jitter: base * 2^attempt")
+    backoff_max_s: float = Field(60.0, gt=0)
+    overshoot: float = Field(0.1, ge=0, le=1, description="ask this much more than needed in the first round")
+    max_rounds: int = Field(3, ge=1, description="top-up rounds for examples lost to rejects")
+    max_reject_fraction: float = Field(0.5, ge=0, le=1, description="fail a category whose answers are rejected more than this")
+    max_shortfall: float = Field(0.05, ge=0, le=1, description="fail a category that ends this far below its volume")
+    cache_dir: str = Field("data/.llm-cache", description="content-addressed response cache (relative: to the project root)")
+    # USD per million tokens {input, output}; empty = the table in resources/prompts/pricing.yaml.
+    pricing: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("pricing")
+    @classmethod
+    def _pricing_keys(cls, v):
+        unknown = set(v) - {"input", "output", "cache_write", "cache_read"}
+        if unknown:
+            raise ValueError(f"pricing: unknown key(s) {sorted(unknown)}; use input, output (USD per million tokens)")
+        return v
+
+
+class ClaudeParams(LLMParams):
+    model: str = Field("claude-sonnet-4-5", min_length=1)
+    use_batches: bool = Field(False, description="Message Batches API: half price, results within 24 h")
+    batch_poll_interval_s: float = Field(30.0, gt=0)
+    batch_max_wait_s: float = Field(86_400.0, gt=0, description="give up polling (the batch id is kept; a rerun resumes)")
+
+
+class LocalParams(LLMParams):
+    """Any OpenAI-compatible chat-completions server (llama.cpp server, vLLM, Ollama)."""
+
+    model: str = Field("local-model", min_length=1, description="the server's model name (llama.cpp ignores it)")
+    base_url: str = Field("http://127.0.0.1:8080/v1", min_length=1, description="Ollama: http://127.0.0.1:11434/v1")
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    api_key_env: str | None = Field(None, description="environment variable holding a bearer token, if the server wants one")
+    concurrency: int = Field(1, ge=1)
+    requests_per_minute: int = Field(0, ge=0)
+    tokens_per_minute: int = Field(0, ge=0)
+    timeout_s: float = Field(300.0, gt=0)
+    retries: int = Field(2, ge=0)
+
+
 class GenerateParams(_Strict):
     backend: Literal["offline", "claude", "local"] = "offline"
     seed: int = 13
@@ -49,6 +101,8 @@ class GenerateParams(_Strict):
     overlap: dict[str, dict[str, float]] = Field(default_factory=dict)
     style: StyleParams = StyleParams()
     max_reject_fraction: float = Field(0.0, ge=0, le=1)
+    claude: ClaudeParams = ClaudeParams()
+    local: LocalParams = LocalParams()
 
     @field_validator("hard_negatives")
     @classmethod
@@ -72,6 +126,11 @@ class GenerateParams(_Strict):
 
     def negatives_for(self, category: str) -> int:
         return self.hard_negatives.get(category, self.hard_negatives_default)
+
+    @property
+    def llm(self) -> LLMParams | None:
+        """The settings of the chosen LLM backend (None for offline)."""
+        return {"claude": self.claude, "local": self.local}.get(self.backend)
 
 
 PERTURBATION_KINDS = (
@@ -201,6 +260,18 @@ class EvaluateParams(_Strict):
         return self
 
 
+class TrackParams(_Strict):
+    """Where the register step records a run (the store itself is MLFLOW_TRACKING_URI)."""
+
+    experiment: str = Field("content-moderation", min_length=1, description="MLflow experiment of pipeline runs")
+    model_name: str = Field("content-moderation", min_length=1, description="registered model name")
+    log_model: bool = Field(True, description="log the release folder as the run's model/ artifacts")
+    reproduces: str | None = Field(
+        None, pattern=r"^v[1-9][0-9]*$",
+        description="a historical lineage version these params reproduce (set by `run --experiment`)",
+    )
+
+
 class Paths(_Strict):
     positives: str = "data/generated/positives"
     negatives: str = "data/generated/negatives"
@@ -223,6 +294,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
     evaluate: EvaluateParams = EvaluateParams()
+    track: TrackParams = TrackParams()
 
 
 class ParamsError(ValueError):

@@ -264,11 +264,11 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _numeric_items(prefix: str, obj: Any) -> Iterable[tuple[str, float]]:
+def numeric_items(prefix: str, obj: Any) -> Iterable[tuple[str, float]]:
     """Every finite number in a nested dict, keyed by its dotted path."""
     if isinstance(obj, Mapping):
         for key, value in obj.items():
-            yield from _numeric_items(f"{prefix}.{key}" if prefix else str(key), value)
+            yield from numeric_items(f"{prefix}.{key}" if prefix else str(key), value)
     else:
         num = _number(obj)
         if num is not None:
@@ -393,7 +393,7 @@ def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     for variant, figures in (report.get("variants") or {}).items():
         if (size := _number((figures or {}).get("size_bytes"))) is not None:
             out[f"size_mb.{variant}"] = size / 1e6
-        for path, v in _numeric_items("", figures or {}):
+        for path, v in numeric_items("", figures or {}):
             if path == "gate_passed":
                 path = "variant_gate_passed"
             elif path in ("macro_f1", "micro_f1"):
@@ -413,11 +413,11 @@ def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
                     out[f"brier.{cat}"] = n
         elif (n := _number(value)) is not None:
             out[f"calibration.{key}"] = n
-    for path, v in _numeric_items("robustness", report.get("robustness") or {}):
+    for path, v in numeric_items("robustness", report.get("robustness") or {}):
         out[path] = v
     for name, figures in (report.get("external") or {}).items():
         short = str(name).split(":", 1)[-1]
-        for path, v in _numeric_items(f"external.{short}", figures or {}):
+        for path, v in numeric_items(f"external.{short}", figures or {}):
             out[path] = v
     for key in ("seconds", "champion_macro_f1", "f1_floor"):
         if (v := _number(report.get(key))) is not None:
@@ -452,6 +452,7 @@ def log_pipeline_run(
     tags: Mapping[str, Any] | None = None,
     artifacts: Sequence[str | os.PathLike] = (),
     model_dir: str | os.PathLike | None = None,
+    extra_metrics: Mapping[str, float] | None = None,
     run_name: str | None = None,
     artifact_location: str | None = None,
     retry: RetryPolicy | None = None,
@@ -461,7 +462,8 @@ def log_pipeline_run(
     ``tags`` carries ``lineage.version``, ``lineage.parent``, ``data.version``, ``code.version``
     and ``profile`` (see :func:`continue_lineage`, :func:`data_version`, :func:`code_version`);
     the gate tags come from the report. Files in ``artifacts`` go to the run's root, folders
-    under their own name, ``model_dir`` under ``model/``. A missing artifact is skipped and named
+    under their own name, ``model_dir`` under ``model/``. ``extra_metrics`` are logged as given
+    (e.g. ``reported.macro_f1`` beside ``reproduced.macro_f1`` for a lineage reproduction). A missing artifact is skipped and named
     in the ``artifacts.missing`` tag. If logging fails part way the run is marked FAILED.
     """
     from mlflow.entities import Metric, Param
@@ -481,9 +483,9 @@ def log_pipeline_run(
     try:
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in report_metrics(report).items()]
-        for path, v in _numeric_items("train", dict(train_stats or {})):
+        for path, v in numeric_items("train", dict(train_stats or {})):
             metrics.append(Metric(_name(path), v, now, 0))
-        for path, v in _numeric_items("export", {
+        for path, v in numeric_items("export", {
             k: val for k, val in (export_report or {}).items() if k != "stage"
         }):
             metrics.append(Metric(_name(path), v, now, 0))
@@ -493,6 +495,9 @@ def log_pipeline_run(
                 if key in ("epoch", "step") or (v := _number(value)) is None:
                     continue
                 metrics.append(Metric(_name("train_loss" if key == "loss" else key), v, now, step))
+        for key, value in (extra_metrics or {}).items():
+            if (v := _number(value)) is not None:
+                metrics.append(Metric(_name(key), v, now, 0))
         flat = flatten_params(params)
         _log_batches(store, run_id, metrics=metrics, params=[Param(_name(k), v) for k, v in flat.items()])
 
@@ -889,7 +894,7 @@ def import_lineage(
         run = store.create_run(exp_id, run_name=exp.version, tags=tags, start_time=now)
         run_id = run.info.run_id
         params = [Param(_name(k), v) for k, v in flatten_params(exp.overrides).items()]
-        metrics = [Metric(_name(f"reported.{k}"), v, now, 0) for k, v in _numeric_items("", exp.reported)]
+        metrics = [Metric(_name(f"reported.{k}"), v, now, 0) for k, v in numeric_items("", exp.reported)]
         _log_batches(store, run_id, metrics=metrics, params=params)
         store.set_terminated(run_id, "FINISHED", end_time=now)
         existing[exp.version] = run_id

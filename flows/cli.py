@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -62,15 +60,18 @@ def stage(
 ) -> None:
     """Run one DAG step on params.yaml (what each dvc.yaml stage calls)."""
     from components.contract import ContractError
+    from components.tracking import TrackingError
     from flows.stages import STAGES
+    from flows.train_flow import PipelineBusyError, pipeline_lock
 
     root = _setup(verbose)
     if name not in STAGES:
         raise _fail(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     params = _params(root)
     try:
-        stats = STAGES[name](root, params)
-    except (ContractError, ValueError) as exc:
+        with pipeline_lock(root):
+            stats = STAGES[name](root, params)
+    except (ContractError, ValueError, FileNotFoundError, TrackingError, PipelineBusyError) as exc:
         raise _fail(f"{name}: {exc}") from None
     console.print(f"[green]{name}[/] done in {stats['seconds']}s", highlight=False)
 
@@ -131,32 +132,84 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print machine-
         )
         table.add_row(row["stage"], state, outs)
     console.print(table)
+    _print_registry(root)
 
 
-def _dvc(root: Path, *args: str) -> None:
-    cmd = [str(Path(sys.executable).parent / "dvc"), *args]
-    console.print(f"$ {' '.join(['dvc', *args])}", style="dim", highlight=False)
-    if subprocess.run(cmd, cwd=root).returncode:
-        raise _fail(f"dvc {' '.join(args)} failed (its output is above)")
+def _print_registry(root: Path) -> None:
+    """The champion (version, macro F1, when promoted) and the last run's verdict."""
+    from components import tracking
+    from flows.settings import tracking_uri
+
+    params = _params(root)
+    last = root / params.paths.reports / "registry.json"
+    if last.exists():
+        r = json.loads(last.read_text())
+        verdict = "[green]promoted to champion[/]" if r["promoted"] else "[yellow]stayed candidate[/]"
+        console.print(f"last run: {r['lineage_version']} → {r['model_name']} version {r['version']}, "
+                      f"macro F1 {r['macro_f1']:.4f}, {verdict} ({'; '.join(r['reasons'])})", highlight=False)
+    try:
+        champ = tracking.champion(tracking_uri(), params.track.model_name,
+                                  retry=tracking.RetryPolicy(attempts=1))
+    except tracking.TrackingError as exc:
+        console.print(f"champion: unknown ({exc})", highlight=False)
+        return
+    if champ is None:
+        console.print(f"champion: none yet ({params.track.model_name} has no version that passed the gate)")
+    else:
+        f1 = "?" if champ["macro_f1"] is None else f"{champ['macro_f1']:.4f}"
+        console.print(f"champion: {params.track.model_name} version {champ['version']}, macro F1 {f1}, "
+                      f"promoted {champ['promoted_at'] or '?'}", highlight=False)
 
 
 @app.command()
 def run(
-    from_step: Annotated[Optional[str], typer.Option("--from", help="Rerun from this step onwards (forced).")] = None,
-    to_step: Annotated[Optional[str], typer.Option("--to", help="Stop after this step (and what it needs).")] = None,
+    from_step: Annotated[Optional[str], typer.Option("--from", help="Rerun this step even if current; what it changes reruns after it.")] = None,
+    to_step: Annotated[Optional[str], typer.Option("--to", help="Stop after this step (and run only what it needs).")] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="Reproduce a lineage version (v1..v16): writes its param overrides into params.yaml first.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Run the pipeline through DVC: only stale steps run; a second run does nothing."""
+    """Run train-flow in this process on an ephemeral Prefect: only stale steps run; a second run is all cached."""
+    root = _setup(verbose)  # before Prefect is imported: it reads PREFECT_HOME once
+    from components.tracking import TrackingError
     from flows.stages import STAGES
+    from flows.train_flow import PipelineBusyError, run_in_process
 
-    root = _setup()
     for step in (from_step, to_step):
         if step and step not in STAGES:
             raise _fail(f"unknown step {step!r}; steps: {', '.join(STAGES)}")
-    if from_step:
-        _dvc(root, "repro", "--force", "--single-item", from_step)
-    _dvc(root, "repro", *([to_step] if to_step else []))
-    status()
-    _print_verdict(root)
+    if experiment:
+        _apply_experiment(root, experiment)
+    _params(root)  # validate before starting Prefect
+    try:
+        summary = run_in_process(root, to_step=to_step, force=[from_step] if from_step else None)
+    except (PipelineBusyError, TrackingError, ValueError, FileNotFoundError) as exc:
+        raise _fail(f"{exc}\nSteps that finished are kept and committed; run again to resume.") from None
+    console.print("train-flow:", highlight=False)
+    for name, info in summary.items():
+        style = "dim" if info["state"] == "Cached" else "green"
+        console.print(f"  [{style}]{name}: {info['state']}[/] ({info['seconds']} s)", highlight=False)
+    if to_step is None or to_step in ("evaluate", "register"):
+        _print_verdict(root)
+        _print_registry(root)
+
+
+def _apply_experiment(root: Path, version: str) -> None:
+    """Write a lineage version's overrides (and track.reproduces) into params.yaml, keeping its comments."""
+    from components.lineage import LineageError, load_lineage
+    from components.params import ParamsError
+    from flows.params_file import set_params
+
+    try:
+        overrides = load_lineage().overrides_for(version)
+    except LineageError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        set_params(root / "params.yaml", {**overrides, "track.reproduces": version})
+    except ParamsError as exc:
+        raise _fail(f"{version}'s overrides do not give valid params: {exc}") from None
+    shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or "none (as its parent)"
+    console.print(f"params.yaml now reproduces {version}: {shown}. `git checkout params.yaml` returns to the "
+                  "defaults.", highlight=False)
 
 
 def _print_verdict(root: Path) -> None:
@@ -570,3 +623,149 @@ def showcase(
 
 if __name__ == "__main__":
     app()
+
+
+# ---------------------------------------------------------------------------------------------
+# orchestration and the registry
+
+
+def _deployment_spec(root: Path, name: str) -> dict:
+    import yaml
+
+    path = root / "prefect.yaml"
+    if not path.exists():
+        raise _fail(f"{path} not found: the deployments are defined there")
+    specs = {d.get("name"): d for d in (yaml.safe_load(path.read_text()) or {}).get("deployments") or []}
+    if name not in specs:
+        raise _fail(f"prefect.yaml defines no deployment {name!r}; it defines: {', '.join(map(str, specs)) or 'none'}")
+    return specs[name]
+
+
+def _prefect_api_reachable(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url.rstrip("/") + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@app.command()
+def deploy(
+    name: Annotated[str, typer.Option("--name", help="The deployment in prefect.yaml.")] = "nightly",
+    cron: Annotated[Optional[str], typer.Option("--cron", help="Override the schedule, e.g. '30 2 * * *'.")] = None,
+    timezone: Annotated[Optional[str], typer.Option("--timezone", help="IANA timezone of the schedule.")] = None,
+) -> None:
+    """Serve train-flow/<name> (prefect.yaml) against the Prefect server at PREFECT_API_URL until stopped.
+
+    Runs on the schedule and whenever someone runs `prefect deployment run 'train-flow/nightly'`.
+    """
+    import os
+
+    root = _setup()  # before Prefect is imported: it reads PREFECT_HOME once
+    from prefect.schedules import Cron
+
+    from flows.train_flow import train_flow
+
+    spec = _deployment_spec(root, name)
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise _fail("PREFECT_API_URL is not set: start a server (`prefect server start --host 127.0.0.1`) and "
+                    "`export PREFECT_API_URL=http://127.0.0.1:4200/api`, then deploy again")
+    if not _prefect_api_reachable(api):
+        raise _fail(f"no Prefect server answers at {api}: start one with `prefect server start --host 127.0.0.1` "
+                    "(or point PREFECT_API_URL at yours)")
+    schedule = (spec.get("schedules") or [{}])[0]
+    cron = cron or schedule.get("cron") or "0 3 * * *"
+    timezone = timezone or schedule.get("timezone") or "UTC"
+    console.print(f"serving train-flow/{name} on cron {cron!r} ({timezone}) from {root}; Ctrl-C stops it",
+                  highlight=False)
+    train_flow.serve(
+        name=name,
+        schedules=[Cron(cron, timezone=timezone)],
+        parameters=spec.get("parameters") or {},
+        description=spec.get("description"),
+        tags=spec.get("tags") or [],
+        global_limit=spec.get("concurrency_limit") or 1,
+        pause_on_shutdown=False,
+    )
+
+
+def _registry_call(fn, *args, **kwargs):
+    from components.tracking import RegistryError, TrackingError
+
+    try:
+        return fn(*args, **kwargs)
+    except (RegistryError, TrackingError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _who(who: Optional[str]) -> str:
+    import getpass
+
+    return who or getpass.getuser()
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The registered model version to make champion.")],
+    why: Annotated[str, typer.Option("--why", help="Why (recorded as a tag).")],
+    who: Annotated[Optional[str], typer.Option("--who", help="Who (recorded as a tag; default: your user name).")] = None,
+) -> None:
+    """Make a model version champion by hand (who and why are recorded; a gate override is flagged)."""
+    from components import tracking
+    from flows.settings import tracking_uri
+
+    root = _setup()
+    params = _params(root)
+    champ = _registry_call(tracking.promote, tracking_uri(), version, _who(who), why, params.track.model_name)
+    console.print(f"{params.track.model_name} champion is now version {champ['version']}", highlight=False)
+
+
+@app.command()
+def rollback(
+    why: Annotated[str, typer.Option("--why", help="Why (recorded as a tag).")],
+    who: Annotated[Optional[str], typer.Option("--who", help="Who (recorded as a tag; default: your user name).")] = None,
+) -> None:
+    """Move champion back to the version the current champion replaced."""
+    from components import tracking
+    from flows.settings import tracking_uri
+
+    root = _setup()
+    params = _params(root)
+    champ = _registry_call(tracking.rollback, tracking_uri(), _who(who), why, params.track.model_name)
+    console.print(f"{params.track.model_name} champion rolled back to version {champ['version']}", highlight=False)
+
+
+lineage_app = typer.Typer(help="The experiment lineage (v1 … v16 of the design, and every run since).",
+                          no_args_is_help=True)
+app.add_typer(lineage_app, name="lineage")
+
+
+@lineage_app.command("import")
+def lineage_import() -> None:
+    """Record the sixteen historical experiments in MLflow as runs (idempotent)."""
+    from components import tracking
+    from flows.settings import artifact_location, tracking_uri
+
+    root = _setup()
+    params = _params(root)
+    uri = tracking_uri()
+    ids = _registry_call(tracking.import_lineage, uri, params.track.experiment,
+                         artifact_location=artifact_location(root, uri))
+    console.print(f"lineage: {len(ids)} historical runs in experiment {params.track.experiment!r} "
+                  f"({tracking.redact_uri(uri)})", highlight=False)
+
+
+@lineage_app.command("show")
+def lineage_show() -> None:
+    """The lineage table: version, parent, overrides and the figures reported at the time."""
+    from components.lineage import load_lineage
+
+    table = Table(title="experiment lineage", box=box.SIMPLE)
+    for col in ("version", "parent", "overrides", "reported", "description"):
+        table.add_column(col, overflow="fold")
+    for exp in load_lineage():
+        table.add_row(exp.version, exp.parent or "", json.dumps(exp.overrides), json.dumps(exp.reported),
+                      exp.description)
+    console.print(table)

@@ -40,6 +40,9 @@ def apply_defaults(root: Path) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "TOKENIZERS_PARALLELISM": "false",
+        # The ./mlruns file store is refused by MLflow 3.17; the SQLite store needs no server.
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -48,3 +51,18 @@ def apply_defaults(root: Path) -> None:
     bindir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def tracking_uri() -> str:
+    """The MLflow store every command uses: MLFLOW_TRACKING_URI (``apply_defaults`` sets the default)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RuntimeError("MLFLOW_TRACKING_URI is not set; run through `content-moderation`, which sets it")
+    return uri
+
+
+def artifact_location(root: Path, uri: str) -> str | None:
+    """Artifacts of a local store go under <project>/mlruns; a tracking server decides its own."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (root / "mlruns").as_uri()

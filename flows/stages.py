@@ -105,6 +105,21 @@ def evaluate(root: Path, params: Params) -> dict:
     return _report(root, params, "metrics", stats, t, folder=params.paths.reports)
 
 
+def register(root: Path, params: Params) -> dict:
+    import yaml
+
+    from components.register import register as run
+    from flows.settings import artifact_location, tracking_uri
+
+    t = time.perf_counter()
+    raw = yaml.safe_load((root / "params.yaml").read_text("utf-8"))
+    uri = tracking_uri()
+    stats = run(params, raw, tracking_uri=uri, reports_dir=root / params.paths.reports,
+                release_dir=root / params.paths.model / "release", dvc_lock=root / "dvc.lock", code_root=root,
+                artifact_location=artifact_location(root, uri))
+    return _report(root, params, "registry", stats, t, folder=params.paths.reports)
+
+
 STAGES: dict[str, Callable[[Path, Params], dict]] = {
     "generate-positives": generate_positives,
     "generate-negatives": generate_negatives,
@@ -114,4 +129,5 @@ STAGES: dict[str, Callable[[Path, Params], dict]] = {
     "train": train,
     "export": export,
     "evaluate": evaluate,
+    "register": register,
 }

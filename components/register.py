@@ -1,0 +1,144 @@
+"""The register step: record the pipeline run in MLflow, add a model version, let the gate decide.
+
+Reads what the earlier steps wrote (the evaluate report, the train and export statistics, the
+training curve, the release folder) and:
+
+1. logs one MLflow run with every param, the figures, the tags (lineage, data and code version,
+   profile, gate) and the artifacts (:func:`components.tracking.log_pipeline_run`);
+2. registers a version of the model, aliased ``candidate``;
+3. lets the quality gate alone move ``champion`` (:func:`components.tracking.apply_gate`): every
+   evaluate check passed and macro F1 not below the champion's by more than
+   ``evaluate.regression_tolerance``.
+
+A run continues the lineage (``v17``, ``v18``, ...), or, when ``track.reproduces`` names a
+historical version, is recorded as that version's reproduction with the figures reported at the
+time beside the ones measured now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from components import tracking
+from components.lineage import load_lineage
+from components.params import Params
+
+log = logging.getLogger(__name__)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8")) if path.exists() else None
+
+
+def reproduced_figures(report: dict, reported: dict) -> dict[str, float]:
+    """The figures measured now that correspond to those a historical version reported."""
+    per = (report.get("test") or {}).get("per_category") or {}
+    floor = report.get("f1_floor")
+    served = report.get("served_variant")
+    variant = (report.get("variants") or {}).get(served) or {}
+    now: dict[str, float] = {}
+    if (macro := (report.get("test") or {}).get("macro_f1")) is not None:
+        now["macro_f1"] = float(macro)
+    if per and floor is not None:
+        now["categories_passing"] = float(sum(1 for v in per.values() if (v.get("f1") or 0) + 1e-9 >= floor))
+        now["categories_total"] = float(len(per))
+    if variant.get("size_bytes"):
+        now["onnx_size_mb"] = round(variant["size_bytes"] / 1e6, 1)
+    for cat, value in (report.get("thresholds") or {}).items():
+        if isinstance(value, (int, float)):
+            now[f"thresholds.{cat}"] = float(value)
+    wanted = {k for k, _ in tracking.numeric_items("", reported)}
+    return {k: v for k, v in now.items() if k in wanted}
+
+
+def register(
+    params: Params,
+    raw_params: dict,
+    *,
+    tracking_uri: str,
+    reports_dir: Path,
+    release_dir: Path,
+    dvc_lock: Path,
+    code_root: Path,
+    artifact_location: str | None = None,
+    retry: tracking.RetryPolicy | None = None,
+) -> dict:
+    """Record, register and gate the model the pipeline just released; returns the outcome."""
+    t0 = time.perf_counter()
+    report = _read_json(reports_dir / "metrics.json")
+    if report is None:
+        raise FileNotFoundError(f"{reports_dir / 'metrics.json'} not found: run the evaluate step first")
+    if not (release_dir / "manifest.json").exists():
+        raise FileNotFoundError(f"{release_dir} has no manifest.json: run the evaluate step first")
+    track = params.track
+    table = load_lineage()
+
+    extra: dict[str, float] = {}
+    if track.reproduces:
+        exp = table[track.reproduces]
+        lineage_tags = {
+            "lineage.version": exp.version,
+            "lineage.parent": exp.parent or "none",
+            "lineage.reproduction": "true",
+            "lineage.description": exp.description,
+        }
+        recorded = tracking.lineage_versions(tracking_uri, track.experiment, retry=retry)
+        if exp.parent and exp.parent in recorded:
+            lineage_tags["mlflow.parentRunId"] = recorded[exp.parent]
+            lineage_tags["lineage.parent_run_id"] = recorded[exp.parent]
+        extra.update({f"reported.{k}": v for k, v in tracking.numeric_items("", exp.reported)})
+        extra.update({f"reproduced.{k}": v for k, v in reproduced_figures(report, exp.reported).items()})
+    else:
+        lineage_tags = tracking.continue_lineage(tracking_uri, track.experiment, table, retry=retry)
+
+    tags = {
+        **lineage_tags,
+        "data.version": tracking.data_version(dvc_lock),
+        "code.version": tracking.code_version(code_root),
+        "profile": params.train.profile,
+    }
+    artifacts = [reports_dir / name for name in ("metrics.json", "train.json", "export.json", "train_history.json")]
+    artifacts += [reports_dir / "plots", release_dir / "thresholds.json", release_dir / "manifest.json"]
+    run_id = tracking.log_pipeline_run(
+        tracking_uri,
+        track.experiment,
+        params=raw_params,
+        report=report,
+        train_stats=_read_json(reports_dir / "train.json"),
+        history=_read_json(reports_dir / "train_history.json"),
+        export_report=_read_json(reports_dir / "export.json"),
+        tags=tags,
+        artifacts=[a for a in artifacts if a.exists()],
+        model_dir=release_dir if track.log_model else None,
+        extra_metrics=extra,
+        artifact_location=artifact_location,
+        retry=retry,
+    )
+    version = tracking.register_version(tracking_uri, run_id, track.model_name, retry=retry)
+    decision = tracking.apply_gate(
+        tracking_uri, version, report, params.evaluate.regression_tolerance, track.model_name, retry=retry
+    )
+    champion = tracking.champion(tracking_uri, track.model_name, retry=retry)
+    outcome = {
+        "run_id": run_id,
+        "experiment": track.experiment,
+        "model_name": track.model_name,
+        "version": version,
+        "lineage_version": lineage_tags["lineage.version"],
+        "lineage_parent": lineage_tags["lineage.parent"],
+        "reproduces": track.reproduces,
+        "gate_passed": bool((report.get("gate") or {}).get("passed")),
+        "promoted": decision.promote,
+        "reasons": decision.reasons,
+        "champion": champion,
+        "macro_f1": (report.get("test") or {}).get("macro_f1"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    verdict = "promoted to champion" if decision.promote else "stays candidate"
+    log.info("%s version %s (%s): %s (%s)", track.model_name, version, lineage_tags["lineage.version"], verdict,
+             "; ".join(decision.reasons))
+    return outcome
