@@ -42,7 +42,7 @@ class LLMParams(_Strict):
     """What both LLM backends share: request shape, pacing, retries, cache and acceptance limits."""
 
     model: str = Field(..., min_length=1)
-    temperature: float = Field(1.0, ge=0, le=2)
+    temperature: float | None = Field(1.0, ge=0, le=2, description="None: the server's default (not sent)")
     examples_per_request: int = Field(25, ge=1, le=100)
     max_tokens: int = Field(4096, ge=256, description="output budget of one request (25 short texts need ~2k)")
     concurrency: int = Field(4, ge=1, description="requests in flight at once")
@@ -70,7 +70,10 @@ class LLMParams(_Strict):
 
 
 class ClaudeParams(LLMParams):
-    model: str = Field("claude-sonnet-4-5", min_length=1)
+    model: str = Field("claude-sonnet-4-6", min_length=1)
+    # API version 2026-10-21 (anthropic SDK 2.x) rejects sampling parameters: leave it unset
+    # unless ANTHROPIC_BASE_URL points at an endpoint that still takes one.
+    temperature: float | None = Field(None, ge=0, le=1)
     use_batches: bool = Field(False, description="Message Batches API: half price, results within 24 h")
     batch_poll_interval_s: float = Field(30.0, gt=0)
     batch_max_wait_s: float = Field(86_400.0, gt=0, description="give up polling (the batch id is kept; a rerun resumes)")

@@ -34,3 +34,13 @@ class GenerationBackend(Protocol):
 
     def innocuous(self, count: int) -> list[Draft]:
         """``count`` everyday texts with no category."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One volume a generate step asks a backend for: ``count`` drafts of one kind for one category."""
+
+    kind: str  # positives | negatives | innocuous
+    category: str | None
+    count: int
+    co_labels: tuple[str, ...] = ()
