@@ -182,7 +182,8 @@ def parse_json_answer(text: str) -> Any:
 
 
 class ClaudeAgent:
-    """Claude through the ``anthropic`` SDK, forced to answer with the ``moderate`` tool."""
+    """Claude through the ``anthropic`` SDK, forced to answer with the ``moderate`` tool (this SDK version
+    takes no sampling parameters, so no temperature is sent)."""
 
     name = "claude"
 
@@ -201,7 +202,7 @@ class ClaudeAgent:
     def act(self, obs: ModerationObservation) -> ModerationAction:
         try:
             message = self.client.messages.create(
-                model=self.model, max_tokens=self.max_tokens, temperature=0.0, system=SYSTEM_PROMPT,
+                model=self.model, max_tokens=self.max_tokens, system=SYSTEM_PROMPT,
                 tools=[{"name": TOOL_NAME, "description": "Record the moderation decision for the item.",
                         "input_schema": decision_schema()}],
                 tool_choice={"type": "tool", "name": TOOL_NAME},
