@@ -137,7 +137,7 @@ def test_an_interrupted_run_resumes_without_repeating_paid_requests(tmp_path, cl
     claude_api.ok_limit = 3  # the API dies after three answers
     with pytest.raises(BackendUnavailableError, match="cached"):
         generate_positives(params, tmp_path / "pos", categories=CATS)
-    assert not (tmp_path / "pos/threats.jsonl").exists()  # nothing half-written
+    assert not (tmp_path / "pos").exists()  # nothing half-written
     assert len(cache_entries(tmp_path)) == 3
     paid = [c["body"] for c in claude_api.log if c["status"] == 200]
 
@@ -242,7 +242,7 @@ def test_a_dead_local_server_is_a_clear_error_and_nothing_is_written(tmp_path):
     assert url in message and "could not be reached" in message and "3 tries" in message
     assert "llama-server" in message and "generate.local.base_url" in message
     assert time.monotonic() - started < 10
-    assert not (tmp_path / "pos/threats.jsonl").exists()
+    assert not (tmp_path / "pos").exists()
 
 
 def test_a_slow_local_server_times_out_after_bounded_retries(tmp_path, openai_server):
@@ -251,7 +251,7 @@ def test_a_slow_local_server_times_out_after_bounded_retries(tmp_path, openai_se
         generate_positives(local_params(tmp_path, openai_server.url + "/v1", timeout_s=0.2, retries=1),
                            tmp_path / "pos", categories=["threats"])
     assert len(openai_server.log) == 2
-    assert not (tmp_path / "pos/threats.jsonl").exists()
+    assert not (tmp_path / "pos").exists()
 
 
 def test_the_backend_also_runs_inside_a_running_event_loop(tmp_path, openai_server):

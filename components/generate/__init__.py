@@ -61,17 +61,23 @@ def make_backend(params: GenerateParams, *, root: Path | None = None, progress: 
 
 
 def _with_llm_report(backend: GenerationBackend, jobs: list[Job], rejects_path: Path, run):
-    """Run ``run()`` after handing the backend every job; write its rejects file whatever happens."""
+    """Run ``run()`` after handing the backend every job; write its rejects file, also when they fail the step."""
     prefetch, report = getattr(backend, "prefetch", None), getattr(backend, "report", None)
+    shown_anyway: tuple = ()
+    if report is not None:
+        from components.generate.llm import TooManyLLMRejectsError
+
+        shown_anyway = (TooManyLLMRejectsError,)
     try:
         if prefetch is not None:
             prefetch(jobs)
         stats = run()
-    finally:
-        if report is not None:
-            llm = report(jobs)
-            write_jsonl(rejects_path, llm["rejects"])
+    except shown_anyway:
+        write_jsonl(rejects_path, report(jobs)["rejects"])
+        raise
     if report is not None:
+        llm = report(jobs)
+        write_jsonl(rejects_path, llm["rejects"])
         stats["llm"] = llm["stats"]
         log.info("%s: %d requests, %d from the cache, %d rejected, $%.4f (with cached answers $%.4f)", backend.name,
                  stats["llm"]["requests"], stats["llm"]["cached"], stats["llm"]["rejected"], stats["llm"]["cost_usd"],

@@ -785,7 +785,7 @@ class LLMBackend:
         rpm = AsyncLimiter(p.requests_per_minute, 60) if p.requests_per_minute else None
         tpm = AsyncLimiter(p.tokens_per_minute, 60) if p.tokens_per_minute else None
         sem = asyncio.Semaphore(p.concurrency)
-        shown = {"examples": 0, "rejects": 0, "usd": 0.0}
+        shown = {"examples": 0, "rejects": 0, "usd": 0.0, "seen": {}}
         bar = self._bar(len(items), f"{self.name} {self.transport.model}")
 
         async with self.transport.client() as client:
@@ -802,7 +802,7 @@ class LLMBackend:
                 self.cache.put(item.key, {"backend": self.name, "model": self.transport.model,
                                           "request": item.body, "response": raw})
                 self._fresh.add(item.key)
-                self._show(bar, raw, shown)
+                self._show(bar, item, raw, shown)
 
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -813,16 +813,16 @@ class LLMBackend:
             finally:
                 bar.close()
 
-    def _show(self, bar, raw: dict, shown: dict, batch: bool = False) -> None:
+    def _show(self, bar, item: _Planned, raw: dict, shown: dict) -> None:
+        """Progress: requests, examples and rejects so far (validated in arrival order), spend."""
         answer = self.transport.parse(raw)
-        if isinstance(answer.examples, list) and answer.refusal is None and answer.malformed is None:
-            shown["examples"] += len(answer.examples)
-        else:
-            shown["rejects"] += 1
+        seen = shown["seen"].setdefault((item.job.kind, item.job.category), set())
+        good, bad = validate_answer(answer, item.prompt, seen)
+        shown["examples"] += len(good)
+        shown["rejects"] += len(bad)
         if self.price is not None:
-            shown["usd"] += self.price.cost(answer.usage, batch)
-        bar.set_postfix(examples=shown["examples"], rejected_answers=shown["rejects"], usd=f"{shown['usd']:.4f}",
-                        refresh=False)
+            shown["usd"] += self.price.cost(answer.usage)
+        bar.set_postfix(examples=shown["examples"], rejects=shown["rejects"], usd=f"{shown['usd']:.4f}", refresh=False)
         bar.update(1)
 
     # -- Message Batches (Claude)
