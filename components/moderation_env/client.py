@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from openenv.core import EnvClient
@@ -16,6 +17,17 @@ from components.moderation_env.models import ModerationAction, ModerationObserva
 
 
 class ModerationEnvClient(EnvClient[ModerationAction, ModerationObservation, ModerationState]):
+    async def disconnect(self) -> None:
+        """Send ``close`` and let the server close the socket first: OpenEnv's server closes it after a
+        ``close`` message and logs an error when the client has already hung up."""
+        if self._ws is not None:
+            try:
+                await self._send({"type": "close"})
+                await asyncio.wait_for(self._ws.wait_closed(), timeout=2.0)
+            except Exception:
+                pass
+        await super().disconnect()
+
     def _step_payload(self, action: ModerationAction) -> dict[str, Any]:
         return action.model_dump(mode="json", exclude={"metadata"})
 
