@@ -211,3 +211,19 @@ def test_env_run_against_a_served_environment(server, tmp_path):
     remote = json.loads(out.read_text())
     local = run_episode(LocalSession(), RandomAgent(seed=42), "single-label-classify", 42)
     assert remote["url"] == server and remote["scores"]["single-label-classify"] == round(local.score, 4)
+
+
+def test_sync_client_as_in_the_readme(server):
+    from components.moderation_env.models import ModerationAction
+
+    with ModerationEnvClient(base_url=server).sync() as env:
+        result = env.reset(task="thread-moderation-hard", seed=42)
+        steps = 0
+        while not result.done:
+            obs = result.observation
+            result = env.step(ModerationAction(content_id=obs.content.id, labels=["clean"], action="approve",
+                                               confidence=0.5, reasoning="", policy_citations=[]))
+            steps += 1
+        state = env.state()
+    assert steps == 15 and 0.0 <= result.observation.episode_score <= 1.0
+    assert state.done and state.episode_score == result.observation.episode_score
