@@ -37,6 +37,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8000,
     host: Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 to expose it).")] = "127.0.0.1",
     max_sessions: Annotated[int, typer.Option("--max-sessions", help="Concurrent WebSocket sessions.")] = 64,
+    datasets: Annotated[Optional[Path], typer.Option("--datasets", help="Also serve real items from the research-only "
+                        "public sets (LIAR, SDCNL, cyberbullying) read from this folder, e.g. ../shared/datasets; "
+                        "they are never committed.")] = None,
 ) -> None:
     """Serve the environment: /reset /step /state (HTTP sessions by episode id), /ws, /health, /schema, /metadata, /docs."""
     import uvicorn
@@ -44,8 +47,24 @@ def serve(
     from components.moderation_env.server import create_moderation_app
 
     apply_defaults(find_root())
+    bank = _bank(datasets)
     console.print(f"moderation environment on http://{host}:{port}  (docs: /docs, WebSocket: /ws)")
-    uvicorn.run(create_moderation_app(max_concurrent_envs=max_sessions), host=host, port=port, log_level="warning")
+    uvicorn.run(create_moderation_app(bank=bank, max_concurrent_envs=max_sessions), host=host, port=port,
+                log_level="warning")
+
+
+def _bank(datasets: Optional[Path]):
+    """The committed bank (None), or it plus the research-only sets read from ``datasets``."""
+    if datasets is None:
+        return None
+    from components.moderation_env.build_items import extended_bank
+
+    try:
+        bank = extended_bank(datasets)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise _fail(f"--datasets {datasets}: {exc}") from None
+    console.print(f"item bank {bank.version}: {len(bank.items)} items (research-only sets included)")
+    return bank
 
 
 def _step_line(task: str, rec, max_steps: int) -> str:
@@ -71,10 +90,13 @@ def run(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report path "
                                                    "(default reports/env_run_<agent>.json).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the per-task scores.")] = False,
+    datasets: Annotated[Optional[Path], typer.Option("--datasets", help="Also serve real items from the research-only "
+                        "public sets (LIAR, SDCNL, cyberbullying) read from this folder, e.g. ../shared/datasets; "
+                        "they are never committed.")] = None,
 ) -> None:
     """Score a moderator on the environment's tasks: one line per step, then per-task scores; writes a JSON report."""
     from components.moderation_env.agents import AGENTS, make_agent
-    from components.moderation_env.environment import TASKS
+    from components.moderation_env.environment import TASKS, ModerationEnvironment
     from components.moderation_env.runner import LocalSession, RemoteSession, expand_tasks, run_tasks
 
     root = find_root()
@@ -95,8 +117,11 @@ def run(
         moderator = make_agent(agent, seed=seed, model_folder=model or root / "models/moderation/release", **options)
     except Exception as exc:  # a missing model folder or API key: its message says what to do
         raise _fail(f"{agent}: {exc}") from None
+    if url and datasets:
+        raise _fail("--datasets changes the bank of an environment in this process; with --url the server's bank "
+                    "is used (start it with: content-moderation env serve --datasets ...)")
     try:
-        session = RemoteSession(url) if url else LocalSession()
+        session = RemoteSession(url) if url else LocalSession(ModerationEnvironment(bank=_bank(datasets)))
     except ConnectionError as exc:
         raise _fail(f"{exc}; start one with: content-moderation env serve") from None
 
@@ -109,6 +134,7 @@ def run(
     finally:
         session.close()
     report["url"] = url
+    report["bank_version"] = None if url else session.env.bank.version
     table = Table(title=f"{agent} · seed {seed}")
     for col in ("task", "steps", "score", "total reward"):
         table.add_column(col, justify="right" if col != "task" else "left")

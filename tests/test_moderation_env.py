@@ -218,3 +218,24 @@ def test_env_run_prints_steps_and_scores_and_writes_a_report(tmp_path):
     assert bad.exit_code == 1 and "unknown agent" in bad.output
     missing = CliRunner().invoke(env_app, ["run", "--agent", "classifier", "--model", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "no such model folder" in missing.output
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason="../shared/datasets not present")
+def test_research_only_sets_are_read_at_run_time_never_committed(tmp_path):
+    from components.moderation_env.build_items import extended_bank
+
+    committed = (ROOT / "components/moderation_env/resources/items.jsonl").read_text("utf-8")
+    bank = extended_bank(DATASETS)
+    extra = [i for i in bank.items.values() if i.id not in default_bank().items]
+    assert {i.source.split()[0] for i in extra} == {"liar", "sdcnl", "cyberbullying"}
+    assert not any(i.id in committed or i.public.text in committed for i in extra)
+    assert not any(unsafe(i.public.text) for i in extra)
+    assert {"misinformation", "self_harm", "harassment"} <= {x for i in extra for x in i.gold.labels}
+    assert bank.version.endswith("+research-sets") and extended_bank(DATASETS).version == bank.version
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(env_app, ["run", "--agent", "random", "--task", "single-label-classify",
+                                          "--datasets", str(DATASETS), "-q", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["bank_version"] == bank.version
+    bad = CliRunner().invoke(env_app, ["run", "--datasets", str(tmp_path)])
+    assert bad.exit_code == 1 and "not found" in bad.output

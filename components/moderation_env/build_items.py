@@ -7,9 +7,11 @@ rebuilt byte for byte:
 Only sets whose licence lets the project commit their text are read here (see
 ../shared/datasets/README.md): Davidson and HateXplain (MIT) for hate speech and clean posts,
 the UCI SMS Spam Collection (CC BY 4.0) for spam and prize scams. The research-only sets (LIAR,
-SDCNL, the Kaggle cyberbullying subset) are not committed; misinformation, self-harm and
-harassment items are authored. Rows are filtered so that no text touching sexual content and
-minors together ever enters the bank.
+SDCNL, the Kaggle cyberbullying subset) may not be committed: the committed misinformation,
+self-harm and harassment items are authored, and ``extended_bank(datasets)`` adds real items from
+those sets at run time, read from the configurable datasets folder (``env run --datasets``),
+never written into the package. Rows are filtered so that no text touching sexual content and
+minors together ever enters either bank.
 """
 
 from __future__ import annotations
@@ -127,9 +129,72 @@ _READERS = {"davidson": (_davidson, "davidson", True), "hatexplain": (_hatexplai
 
 
 def public_items(datasets: Path, seed: int = SEED) -> list[dict]:
+    return _sample_sets(datasets, PUBLIC_SETS, _READERS, seed, "tp", 300)
+
+
+# --------------------------------------------------------------------------- research-only sets
+
+# Read at run time only (their licences allow internal measurement, not redistribution).
+RESTRICTED_SETS = {
+    "liar": {"licence": "research use only", "region": "US", "classes": {
+        "pantsfire": {"n": 14, "labels": ["misinformation"], "rules": ["CS_MISINFO_002"],
+                      "keywords": ["false", "claim", "fact", "checked"]},
+        "true": {"n": 8, "labels": [], "rules": [], "keywords": []}}},
+    "sdcnl": {"licence": "research use", "region": "US", "classes": {
+        "suicide": {"n": 12, "labels": ["self_harm"], "rules": ["CS_SELF_002"],
+                    "keywords": ["disclosure", "risk", "support", "suicidal"]},
+        "depression": {"n": 8, "labels": [], "rules": [], "keywords": []}}},
+    "cyberbullying": {"licence": "Kaggle subset, licence unverified", "region": "US", "classes": {
+        "personal": {"n": 12, "labels": ["harassment"], "rules": ["CS_HARASS_001"],
+                     "keywords": ["targeted", "bullying", "insult"]},
+        "identity": {"n": 12, "labels": ["hate_speech", "harassment"], "rules": ["CS_HATE_001", "CS_HARASS_001"],
+                     "keywords": ["protected", "attack", "bullying"]},
+        "none": {"n": 8, "labels": [], "rules": [], "keywords": []}}},
+}
+
+
+def _liar(folder: Path) -> dict[str, list[str]]:
+    out = {"pantsfire": [], "true": []}
+    for name in ("train.tsv", "valid.tsv"):
+        for line in (folder / name).read_text("utf-8", errors="replace").splitlines():
+            cols = line.split("\t")
+            cls = {"pants-fire": "pantsfire", "true": "true"}.get(cols[1] if len(cols) > 2 else "")
+            if cls:
+                out[cls].append(cols[2])
+    return out
+
+
+def _sdcnl(folder: Path) -> dict[str, list[str]]:
+    out = {"suicide": [], "depression": []}
+    with open(folder / "training-set.noauthor.csv", newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            text = f"{r['title'].strip()}. {r['selftext'].strip()}"
+            if len(text) > 300:  # a post's opening, cut at a word
+                text = text[:300].rsplit(" ", 1)[0] + " …"
+            out["suicide" if r["is_suicide"].strip() == "1" else "depression"].append(text)
+    return out
+
+
+def _cyberbullying(folder: Path) -> dict[str, list[str]]:
+    kinds = {"age": "personal", "other_cyberbullying": "personal", "ethnicity": "identity", "religion": "identity",
+             "gender": "identity", "not_cyberbullying": "none"}
+    out = {"personal": [], "identity": [], "none": []}
+    with open(folder / "cyberbullying_tweets.csv", newline="", encoding="utf-8", errors="replace") as fh:
+        for r in csv.DictReader(fh):
+            cls = kinds.get(r["cyberbullying_type"].strip())
+            if cls:
+                out[cls].append(r["tweet_text"])
+    return out
+
+
+_RESTRICTED_READERS = {"liar": (_liar, "liar", False), "sdcnl": (_sdcnl, "sdcnl_suicide_vs_depression", False),
+                       "cyberbullying": (_cyberbullying, "cyberbullying_tweets_subset", True)}
+
+
+def _sample_sets(datasets: Path, sets: dict, readers: dict, seed: int, prefix: str, max_len: int) -> list[dict]:
     rows = []
-    for key, spec in PUBLIC_SETS.items():
-        reader, folder, is_tweet = _READERS[key]
+    for key, spec in sets.items():
+        reader, folder, is_tweet = readers[key]
         if not (datasets / folder).is_dir():
             raise FileNotFoundError(f"{datasets / folder}: public set {key} not found; pass --datasets")
         by_class = reader(datasets / folder)
@@ -137,16 +202,30 @@ def public_items(datasets: Path, seed: int = SEED) -> list[dict]:
             seen, candidates = set(), []
             for raw in by_class[cls]:
                 text = normalize_social_text(raw, strip_urls=is_tweet)
-                if not 25 <= len(text) <= 300 or unsafe(text) or text.lower() in seen:
+                if not 25 <= len(text) <= max_len or unsafe(text) or text.lower() in seen:
                     continue
                 seen.add(text.lower())
                 candidates.append(text)
             chosen = random.Random(f"{seed}:{key}:{cls}").sample(sorted(candidates), cspec["n"])
             for n, text in enumerate(chosen, start=1):
-                rows.append(_row(f"tp-{key.replace('_', '')}-{cls.replace('_', '')}-{n:02d}", "text_post", text,
+                rows.append(_row(f"{prefix}-{key.replace('_', '')}-{cls.replace('_', '')}-{n:02d}", "text_post", text,
                                  spec["region"], "en", _gold(cspec["labels"], cspec["rules"], cspec["keywords"]),
                                  f"{key} ({spec['licence']}) class {cls}"))
     return rows
+
+
+def restricted_items(datasets: Path, seed: int = SEED) -> list[dict]:
+    """Items from the research-only sets, for an extended bank built in memory (never committed)."""
+    return _sample_sets(datasets, RESTRICTED_SETS, _RESTRICTED_READERS, seed, "tp-r", 320)
+
+
+def extended_bank(datasets: Path, seed: int = SEED):
+    """The committed bank plus the research-only sets' items, read from ``datasets`` now."""
+    base = resources.files("components.moderation_env").joinpath("resources/items.jsonl").read_text("utf-8")
+    extra = [json.dumps(r, ensure_ascii=False) for r in restricted_items(datasets, seed)]
+    lines = base.splitlines() + extra
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+    return ItemBank.from_lines(lines, f"{digest}+research-sets")
 
 
 # --------------------------------------------------------------------------- authored
