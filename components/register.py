@@ -43,6 +43,9 @@ def reproduced_figures(report: dict, reported: dict) -> dict[str, float]:
     now: dict[str, float] = {}
     if (macro := (report.get("test") or {}).get("macro_f1")) is not None:
         now["macro_f1"] = float(macro)
+    for cat, figures in per.items():
+        if figures.get("f1") is not None:
+            now[f"{cat}_f1"] = float(figures["f1"])
     if per and floor is not None:
         now["categories_passing"] = float(sum(1 for v in per.values() if (v.get("f1") or 0) + 1e-9 >= floor))
         now["categories_total"] = float(len(per))

@@ -737,6 +737,10 @@ def rollback(
     console.print(f"{params.track.model_name} champion rolled back to version {champ['version']}", highlight=False)
 
 
+from flows.generate_cli import generate  # noqa: E402  (a command of its own module)
+
+app.command()(generate)
+
 lineage_app = typer.Typer(help="The experiment lineage (v1 … v16 of the design, and every run since).",
                           no_args_is_help=True)
 app.add_typer(lineage_app, name="lineage")

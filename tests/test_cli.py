@@ -7,7 +7,8 @@ from components.contract import make_labels
 from flows.cli import app
 
 runner = CliRunner()
-COMMANDS = ["stage", "status", "run", "review", "validate", "evaluate", "predict", "showcase"]
+COMMANDS = ["stage", "status", "run", "review", "validate", "evaluate", "predict", "showcase", "generate", "deploy",
+            "promote", "rollback", "lineage"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
