@@ -239,3 +239,20 @@ def test_research_only_sets_are_read_at_run_time_never_committed(tmp_path):
     assert json.loads(out.read_text())["bank_version"] == bank.version
     bad = CliRunner().invoke(env_app, ["run", "--datasets", str(tmp_path)])
     assert bad.exit_code == 1 and "not found" in bad.output
+
+
+def test_benchmark_env_params_validate_without_importing_openenv():
+    import subprocess
+    import sys
+
+    from components.moderation_env.params import BenchmarkEnvParams
+
+    p = BenchmarkEnvParams()
+    assert p.seed == 42 and p.tasks == list(TASKS) and p.baselines == ["random", "approve-all"]
+    with pytest.raises(ValidationError, match="unknown task"):
+        BenchmarkEnvParams(tasks=["everything"])
+    with pytest.raises(ValidationError):
+        BenchmarkEnvParams(seeds=1)
+    code = "import sys, components.moderation_env.params; print('openenv' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr

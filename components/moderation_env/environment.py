@@ -23,7 +23,7 @@ from components.moderation_env.items import GoldItem, ItemBank, default_bank
 from components.moderation_env.models import (ModerationAction, ModerationObservation, ModerationState,
                                               ThreadMessage)
 from components.moderation_env.policy import policy_book
-from components.moderation_env.vocab import ACTIONS, LABELS
+from components.moderation_env.vocab import ACTIONS, LABELS, TASK_NAMES
 
 ENV_NAME = "content-moderation"
 ENV_VERSION = "1.0.0"
@@ -118,6 +118,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "explain in reasoning which rule wins and why. Reward: label F1, action and (on conflicts) reasoning; "
          "removing protected political speech costs 0.5. " + _COMMON),
 )}
+
+
+assert tuple(TASKS) == TASK_NAMES, "vocab.TASK_NAMES must list environment.TASKS"
 
 
 class ModerationEnvironment(Environment[ModerationAction, ModerationObservation, ModerationState]):

@@ -19,6 +19,9 @@ def table() -> dict:
 LABELS: tuple[str, ...] = tuple(table()["labels"])
 ACTIONS: tuple[str, ...] = tuple(table()["actions"])
 CONTENT_TYPES: tuple[str, ...] = ("text_post", "image_description", "ad_copy", "whatsapp_message")
+# The task names, importable without OpenEnv (params validation); environment.TASKS defines them.
+TASK_NAMES: tuple[str, ...] = ("single-label-classify", "multi-label-classify", "ad-policy-compliance",
+                               "thread-moderation-hard")
 ACTION_PRECEDENCE: tuple[str, ...] = tuple(table()["action_precedence"])
 
 # Literal types for the Pydantic models: the JSON schema then lists the valid values, and an
