@@ -66,7 +66,8 @@ class RandomAgent:
 class ClassifierAgent:
     """The pipeline's exported model: its 18 categories become environment labels through
     ``labels.yaml: category_to_labels``; the action follows the most severe flagged category and
-    its score (``action_by_severity``, ``action_by_category``)."""
+    its score (``action_by_severity``, ``action_by_category``). Confidence: the top flag's score; for
+    "clean", 1 − the highest mapped score, scaled by the share of labels the categories cover."""
 
     name = "classifier"
 
@@ -77,6 +78,10 @@ class ClassifierAgent:
         t = table()
         self.category_map: dict[str, list[str]] = t["category_to_labels"]
         self.by_severity, self.by_category = t["action_by_severity"], t["action_by_category"]
+        # The share of violation labels the 18 categories can see at all (no misinformation, no
+        # terrorism): a "clean" verdict is never more certain than that.
+        seen = {label for labels in self.category_map.values() for label in labels}
+        self.coverage = len(seen) / (len(LABELS) - 1)
 
     def decide(self, text: str, content_type: str) -> tuple[list[str], str, float, str]:
         from components.taxonomy import LABELS as CATEGORIES, ContextPrefix
@@ -86,7 +91,8 @@ class ClassifierAgent:
         flags = [f for f in self.model.flags(probs)[0] if self.category_map.get(f.category)]
         if not flags:
             mapped = [float(probs[0][i]) for i, c in enumerate(CATEGORIES) if self.category_map.get(c)]
-            return ["clean"], "approve", round(1.0 - max(mapped, default=0.0), 4), "no category over its threshold"
+            confidence = self.coverage * (1.0 - max(mapped, default=0.0))
+            return ["clean"], "approve", round(confidence, 4), "no category over its threshold"
         labels = list(dict.fromkeys(label for f in flags for label in self.category_map[f.category]))
         top = flags[0]  # most severe first, then highest score
         sure = self.by_severity[top.severity]["sure"]
