@@ -35,6 +35,21 @@ from components.moderation_env.runner import LocalSession, run_tasks  # noqa: E4
 SEED = 42
 
 
+def seed_spread(model: Path | None, names: list[str], seeds: int) -> dict:
+    """Each agent's mean and standard deviation per task over seeds 1..N (one episode is 10-15 items)."""
+    out = {}
+    for name in names:
+        per_task: dict[str, list[float]] = {t: [] for t in TASKS}
+        for seed in range(1, seeds + 1):
+            report = run_tasks(LocalSession(), make_agent(name, seed=seed, model_folder=model), list(TASKS), seed)
+            for t, v in report["scores"].items():
+                per_task[t].append(v)
+        out[name] = {t: {"mean": round(statistics.mean(v), 3), "sd": round(statistics.stdev(v), 3) if len(v) > 1 else 0.0}
+                     for t, v in per_task.items()}
+        out[name]["all"] = round(statistics.mean(x["mean"] for x in out[name].values()), 3)
+    return out
+
+
 def agent_scores(model: Path | None) -> tuple[dict, list[str]]:
     notes, runs = [], {}
     names = ["random", "approve-all"]
@@ -142,14 +157,16 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=ROOT / "models/moderation/release")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seeds", type=int, default=20, help="also average every agent over seeds 1..N")
     ap.add_argument("--output", type=Path, default=ROOT / "reports/benchmark_env_agents.json")
     args = ap.parse_args()
 
     runs, notes = agent_scores(args.model)
+    spread = seed_spread(args.model, list(runs), args.seeds) if args.seeds else {}
     speed = throughput(args.clients, args.seconds)
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
               "seed": SEED, "bank_version": default_bank().version, "model": str(args.model), "agents": runs,
-              "throughput": speed, "notes": notes}
+              f"agents_over_seeds_1_to_{args.seeds}": spread, "throughput": speed, "notes": notes}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -158,6 +175,13 @@ def main() -> None:
     print("|---|" + "---:|" * (len(tasks) + 1))
     for name, r in runs.items():
         print(f"| {name} | " + " | ".join(f"{r['scores'][t]:.3f}" for t in tasks) + f" | {r['mean']:.3f} |")
+    if spread:
+        print(f"\nmean ± sd over seeds 1..{args.seeds}:\n")
+        print("| agent | " + " | ".join(tasks) + " | mean |")
+        print("|---|" + "---:|" * (len(tasks) + 1))
+        for name, r in spread.items():
+            print(f"| {name} | " + " | ".join(f"{r[t]['mean']:.3f} ± {r[t]['sd']:.3f}" for t in tasks)
+                  + f" | {r['all']:.3f} |")
     print()
     print("| transport | clients | episodes/s | steps/s | step p50 ms | step p95 ms |")
     print("|---|---:|---:|---:|---:|---:|")
