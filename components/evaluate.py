@@ -50,6 +50,23 @@ def tuned_parity(reference: np.ndarray, probs: np.ndarray, thresholds: dict[str,
     }
 
 
+LATENCY_SAMPLES = 64
+
+
+def batch1_latency_ms(model: OnnxClassifier, texts: list[str]) -> dict:
+    """One text at a time, as a moderation request arrives: p50 and p95 milliseconds."""
+    if not texts:
+        return {"latency_ms_p50": None, "latency_ms_p95": None}
+    model.predict_proba(texts[:1], 1)  # warm-up: first-call allocations are not a request's cost
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        model.predict_proba([text], 1)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"latency_ms_p50": round(float(np.percentile(times, 50)), 3),
+            "latency_ms_p95": round(float(np.percentile(times, 95)), 3)}
+
+
 def _read_split(path: Path, name: str):
     records = read_records(path).records
     if not records:
@@ -80,6 +97,7 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
         pv = model.predict_proba(val_texts, params.batch_size)
         pt = model.predict_proba(test_texts, params.batch_size)
         seconds = time.perf_counter() - started
+        latency = batch1_latency_ms(model, test_texts[:LATENCY_SAMPLES])
         thresholds = tune_thresholds(yva, pv, params)
         metrics = category_metrics(yte, pt, thresholds)
         parity = tuned_parity(reference, pv, thresholds) if reference is not None else None
@@ -88,6 +106,7 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
             "file": VARIANT_FILES[variant],
             "size_bytes": (onnx_dir / VARIANT_FILES[variant]).stat().st_size,
             "texts_per_second": round((len(val_texts) + len(test_texts)) / seconds, 1),
+            **latency,
             "macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"],
             "thresholds": thresholds, "metrics": metrics, "parity": parity,
             "gate": verdict.to_dict(), "gate_passed": verdict.passed,
@@ -108,8 +127,9 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
         "calibration": calibration(yte, pt, params.calibration_bins),
         "robustness": robustness(test, yte, pt, best["thresholds"]),
         "external": per_source(test, yte, pt, best["thresholds"]),
-        "variants": {v: {k: r[k] for k in ("file", "size_bytes", "texts_per_second", "macro_f1", "micro_f1",
-                                           "gate_passed", "parity")} for v, r in results.items()},
+        "variants": {v: {k: r[k] for k in ("file", "size_bytes", "texts_per_second", "latency_ms_p50",
+                                           "latency_ms_p95", "macro_f1", "micro_f1", "gate_passed", "parity")}
+                     for v, r in results.items()},
         "f1_floor": params.f1_floor,
         "champion_macro_f1": champion_macro_f1,
     }

@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.moderation_env.params import BenchmarkEnvParams
 from components.taxonomy import AUDIENCES, LABELS, SURFACES
 
 
@@ -297,6 +298,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
     evaluate: EvaluateParams = EvaluateParams()
+    benchmark_env: BenchmarkEnvParams = BenchmarkEnvParams()
     track: TrackParams = TrackParams()
 
 

@@ -98,13 +98,17 @@ def register(
     else:
         lineage_tags = tracking.continue_lineage(tracking_uri, track.experiment, table, retry=retry)
 
+    env = _read_json(reports_dir / "benchmark_env.json") or {}
+    for agent, scores in (env.get("scores") or {}).items():
+        extra.update({f"env.{agent}.{task}": v for task, v in scores.items() if isinstance(v, (int, float))})
     tags = {
         **lineage_tags,
         "data.version": tracking.data_version(dvc_lock),
         "code.version": tracking.code_version(code_root),
         "profile": params.train.profile,
     }
-    artifacts = [reports_dir / name for name in ("metrics.json", "train.json", "export.json", "train_history.json")]
+    artifacts = [reports_dir / name for name in ("metrics.json", "train.json", "export.json", "train_history.json",
+                                                 "benchmark_env.json")]
     artifacts += [reports_dir / "plots", release_dir / "thresholds.json", release_dir / "manifest.json"]
     run_id = tracking.log_pipeline_run(
         tracking_uri,

@@ -741,6 +741,10 @@ from flows.generate_cli import generate  # noqa: E402  (a command of its own mod
 
 app.command()(generate)
 
+from flows.env_cli import env_app  # noqa: E402
+
+app.add_typer(env_app, name="env")
+
 lineage_app = typer.Typer(help="The experiment lineage (v1 … v16 of the design, and every run since).",
                           no_args_is_help=True)
 app.add_typer(lineage_app, name="lineage")

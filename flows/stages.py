@@ -120,6 +120,8 @@ def register(root: Path, params: Params) -> dict:
     return _report(root, params, "registry", stats, t, folder=params.paths.reports)
 
 
+from flows.benchmark_env_stage import benchmark_env  # noqa: E402  (its own module: the environment is large)
+
 STAGES: dict[str, Callable[[Path, Params], dict]] = {
     "generate-positives": generate_positives,
     "generate-negatives": generate_negatives,
@@ -129,5 +131,6 @@ STAGES: dict[str, Callable[[Path, Params], dict]] = {
     "train": train,
     "export": export,
     "evaluate": evaluate,
+    "benchmark-env": benchmark_env,
     "register": register,
 }

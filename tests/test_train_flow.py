@@ -82,6 +82,8 @@ def test_first_run_builds_everything_records_it_and_dvc_agrees(repo):
     assert run.data.metrics["test_macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])
     assert run.data.metrics["test_f1.threats"] == pytest.approx(metrics["test"]["per_category"]["threats"]["f1"])
     assert "threshold.harassment" in run.data.metrics and "support.harassment" in run.data.metrics
+    assert 0 <= run.data.metrics["env.classifier.multi-label-classify"] <= 1
+    assert run.data.metrics["size_mb.int8"] > 0 and run.data.metrics["latency_ms_p50.int8"] > 0
     assert run.data.tags["lineage.version"] == "v17" and run.data.tags["gate.verdict"] == "failed"
     assert len(run.data.tags["data.version"]) == 12 and run.data.tags["profile"] == "cpu"
     history = client(repo).get_metric_history(run.info.run_id, "train_loss")
@@ -102,7 +104,8 @@ def test_second_run_is_all_cached_and_records_nothing_new(repo):
 def test_an_evaluate_param_reruns_only_evaluation_and_registration_and_the_gate_promotes(repo):
     set_params(repo, **{"evaluate.f1_floor": 0.0})  # every category passes: the gate lets it through
     out = sh(repo, CLI, "run")
-    assert ran(out) == ["evaluate", "register"]
+    # evaluation (the gate's floor is in the release manifest, so the environment benchmark too) and registration
+    assert ran(out) == ["evaluate", "benchmark-env", "register"]
     reg = registry(repo)
     assert reg["promoted"] is True and reg["champion"]["version"] == reg["version"] == "2"
     champion = client(repo).get_model_version_by_alias("content-moderation", "champion")
@@ -113,7 +116,7 @@ def test_an_evaluate_param_reruns_only_evaluation_and_registration_and_the_gate_
 def test_a_regression_is_refused_and_champion_stays(repo):
     set_params(repo, **{"train.profiles.cpu.head_epochs": 1, "evaluate.regression_tolerance": 0.0})
     out = sh(repo, CLI, "run")
-    assert ran(out) == ["train", "export", "evaluate", "register"]
+    assert ran(out) == ["train", "export", "evaluate", "benchmark-env", "register"]
     reg = registry(repo)
     assert reg["version"] == "3" and reg["promoted"] is False
     assert any(r.startswith("regression") for r in reg["reasons"]), reg["reasons"]
@@ -123,7 +126,7 @@ def test_a_regression_is_refused_and_champion_stays(repo):
 
 
 def test_dvc_repro_then_the_flow_finds_everything_cached(repo):
-    set_params(repo, **{"evaluate.batch_size": 32})
+    set_params(repo, **{"evaluate.calibration_bins": 5})  # changes the report, not the release
     repro = sh(repo, "dvc", "repro")
     assert [line.split("'")[1] for line in repro.splitlines() if line.startswith("Running stage")] == [
         "evaluate", "register"]
@@ -150,7 +153,7 @@ def test_newly_reviewed_examples_in_incoming_are_merged(repo):
                        make_labels(["threats"]), {"source": "review", "group": f"review-{i}"}) for i in range(6)]
     write_records(repo / "data/incoming/2026-11-28.jsonl", reviewed)
     out = sh(repo, CLI, "run")
-    assert ran(out) == ["merge", "train", "export", "evaluate", "register"]
+    assert ran(out) == ["merge", "train", "export", "evaluate", "benchmark-env", "register"]
     ids = {r.id for s in ("train", "val", "test") for r in read_records(repo / f"data/splits/{s}.jsonl").records}
     assert {r.id for r in reviewed} <= ids
 
@@ -194,6 +197,24 @@ def test_a_killed_run_resumes_from_its_finished_steps(repo):
     out = sh(repo, CLI, "run")  # the kernel released the lock with the process
     assert steps(out)["train"] == "Cached" and all(steps(out)[s] == "Cached" for s in DATA_STEPS)
     assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
+
+
+def test_an_unreachable_tracking_server_fails_clearly_and_keeps_the_outputs(repo):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    set_params(repo, **{"evaluate.batch_size": 16})
+    proc = subprocess.run([CLI, "run"], cwd=repo, env={**clean_env(repo), "MLFLOW_TRACKING_URI": dead},
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "unavailable" in proc.stderr and "mlflow server" in proc.stderr and "kept on disk" in proc.stderr
+    assert (repo / "models/moderation/release/manifest.json").exists()
+    rows = json.loads(sh(repo, CLI, "status", "--json"))
+    assert [r["stage"] for r in rows if not r["up_to_date"]] == ["register"]  # evaluate's work was committed
+    out = sh(repo, CLI, "run")  # the store is back: only registration is left to do
+    assert ran(out) == ["register"]
 
 
 def test_lineage_import_and_reproducing_a_version(repo):
