@@ -67,6 +67,23 @@ def pipeline_lock(root: Path, timeout: float = 0) -> Iterator[None]:
         lock.release()
 
 
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry what may pass next time (a network error, an overloaded API), not a wrong setting.
+
+    A missing API key, bad params or invalid data fail the same way every time: retrying them
+    only delays the message that says how to fix them.
+    """
+    from components.contract import ContractError
+
+    try:
+        state.result()
+    except (ValueError, ContractError, FileNotFoundError, KeyError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
 def _key_from_parameters(context, parameters: dict[str, Any]) -> str:
     return parameters["cache_key"]
 
@@ -155,6 +172,7 @@ def train_flow(
                 retries=3 if stage in NETWORK_STEPS else 0,
                 retry_delay_seconds=exponential_backoff(backoff_factor=10) if stage in NETWORK_STEPS else 0,
                 retry_jitter_factor=0.5 if stage in NETWORK_STEPS else None,
+                retry_condition_fn=_worth_retrying,
             )
             state = step(stage=stage, cache_key=key, root=str(project), return_state=True)
             summary[stage] = {"state": state.name, "seconds": round(time.perf_counter() - t0, 2), "key": key}

@@ -259,3 +259,15 @@ def test_promote_and_rollback_from_the_command_line(repo):
     bad = subprocess.run([CLI, "promote", "999", "--why", "x"], cwd=repo, env=clean_env(repo),
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "no version '999'" in bad.stderr
+
+
+def test_a_missing_api_key_stops_the_run_at_once_without_retries(repo):
+    set_params(repo, **{"generate.backend": "claude"})
+    env = clean_env(repo)
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.pop("ANTHROPIC_AUTH_TOKEN", None)
+    proc = subprocess.run([CLI, "run"], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "ANTHROPIC_API_KEY" in proc.stderr, proc.stderr
+    assert "Retrying" not in proc.stdout + proc.stderr  # a wrong setting is not worth three backoffs
+    set_params(repo, **{"generate.backend": "offline"})
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
