@@ -36,14 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from flows.dvc_state import stage_names  # noqa: E402
+
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 TARGETS = {
     "int8_speedup": 1.5,  # INT8 throughput / fp32 throughput, each at its best thread count
     "int8_p50_ms": 10.0,  # INT8 batch-1 median latency, best thread count
     "pipeline_seconds": 900.0,  # the whole default pipeline (dvc repro, all stages)
 }
-STAGE_ORDER = ["generate-positives", "generate-negatives", "generate-perturbations", "ingest-external", "merge",
-               "train", "export", "evaluate"]
+_ORDER = stage_names(ROOT)
+STAGE_ORDER = _ORDER[: _ORDER.index("evaluate") + 1]  # the stages the pipeline timing covers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def load_texts(path: Path, n: int, seed: int, skip: int = 0) -> list[str]:
 def worker(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from components.onnx_model import OnnxClassifier
+    from components.model.onnx_runtime import OnnxClassifier
 
     throughput_texts = load_texts(args.test, args.texts, args.seed)
     latency_texts = load_texts(args.test, args.latency_texts + 10, args.seed, skip=args.texts)
@@ -297,7 +299,7 @@ def main() -> None:
         "pipeline_running_during_benchmark": _pipeline_running(),
     }
     out = args.output or args.reports / "benchmark.json"
-    from components.contract import write_json
+    from components.core.contract import write_json
 
     write_json(out, report)
     print_report(report)

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.moderation_env.agents import RandomAgent, make_agent  # noqa: E402
-from components.moderation_env.environment import TASKS  # noqa: E402
-from components.moderation_env.items import default_bank  # noqa: E402
-from components.moderation_env.runner import LocalSession, run_tasks  # noqa: E402
+from moderation_env.agents import RandomAgent, make_agent  # noqa: E402
+from moderation_env.environment import TASKS  # noqa: E402
+from moderation_env.items import default_bank  # noqa: E402
+from moderation_env.runner import LocalSession, run_tasks  # noqa: E402
 
 SEED = 42
 
@@ -73,7 +73,7 @@ def _free_port() -> int:
 
 
 async def _ws_client(url: str, idx: int, stop_at: float, latencies: list[float]) -> tuple[int, int]:
-    from components.moderation_env.client import ModerationEnvClient
+    from moderation_env.client import ModerationEnvClient
 
     tasks, agent, episodes, steps = list(TASKS), RandomAgent(seed=idx), 0, 0
     async with ModerationEnvClient(base_url=url) as env:
@@ -91,7 +91,7 @@ async def _ws_client(url: str, idx: int, stop_at: float, latencies: list[float])
 async def _http_client(url: str, idx: int, stop_at: float, latencies: list[float]) -> tuple[int, int]:
     import httpx
 
-    from components.moderation_env.models import ModerationObservation
+    from moderation_env.models import ModerationObservation
 
     tasks, agent, episodes, steps = list(TASKS), RandomAgent(seed=idx), 0, 0
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -113,7 +113,7 @@ def throughput(clients: int, seconds: float) -> dict:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "components.moderation_env.server:app", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", "moderation_env.server:app", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--ws-max-size", str(16 * 1024 * 1024)], cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -21,9 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from flows.dvc_state import stage_names
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA_STAGES = ["generate-positives", "generate-negatives", "generate-perturbations", "ingest-external", "merge"]
-MODEL_STAGES = ["train", "export", "evaluate"]
+_ORDER = stage_names(ROOT)
+DATA_STAGES = _ORDER[: _ORDER.index("train")]
+MODEL_STAGES = _ORDER[_ORDER.index("train"): _ORDER.index("evaluate") + 1]
 STAGE_REPORTS = {"train": "reports/train.json", "export": "reports/export.json", "evaluate": "reports/metrics.json"}
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from components.classifier import CONFIG_NAME
-from components.contract import ContractError, atomic_folder, read_records, write_json
+from components.model.classifier import CONFIG_NAME
+from components.core.contract import ContractError, atomic_folder, read_records, write_json
 from components.export import TOKENIZER_FILES, TORCH_VAL_PROBS
-from components.metrics import (
+from components.quality.metrics import (
     calibration,
     category_metrics,
     per_source,
@@ -32,9 +32,9 @@ from components.metrics import (
     tune_thresholds,
     write_plots,
 )
-from components.onnx_model import MANIFEST_NAME, THRESHOLDS_NAME, VARIANT_FILES, OnnxClassifier, sha256_file
-from components.params import EvaluateParams
-from components.taxonomy import LABELS
+from components.model.onnx_runtime import MANIFEST_NAME, THRESHOLDS_NAME, VARIANT_FILES, OnnxClassifier, sha256_file
+from components.core.params import EvaluateParams
+from components.core.taxonomy import LABELS
 from components.train import label_matrix
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 import torch
 
-from components.classifier import CONFIG_NAME, ModerationClassifier, run_batched
-from components.contract import atomic_folder, read_records, write_json
-from components.onnx_model import VARIANT_FILES, OnnxClassifier
-from components.params import ExportParams
+from components.model.classifier import CONFIG_NAME, ModerationClassifier, run_batched
+from components.core.contract import atomic_folder, read_records, write_json
+from components.model.onnx_runtime import VARIANT_FILES, OnnxClassifier
+from components.core.params import ExportParams
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-from components.contract import ContractError, Record, RejectedRecord, read_records, write_jsonl, write_records
-from components.dedup import NearDuplicateIndex, normalize
-from components.enrich import enrich
-from components.params import MergeParams
-from components.taxonomy import LABELS, ContextPrefix, split_prefix
+from components.core.contract import ContractError, Record, RejectedRecord, read_records, write_jsonl, write_records
+from components.text.dedup import NearDuplicateIndex, normalize
+from components.text.enrich import enrich
+from components.core.params import MergeParams, Paths
+from components.core.taxonomy import LABELS, ContextPrefix, split_prefix
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,19 @@ def jsonl_files(path: Path) -> tuple[Path, ...]:
 
 class SplitError(ValueError):
     pass
+
+
+def pipeline_sources(paths: Paths, root: Path) -> list[Source]:
+    """The merge step's inputs from ``params.paths``, with their priority (lower wins a duplicate):
+    people's reviews (``incoming/``), then real data, then generated text, then perturbations."""
+    return [
+        Source("incoming", jsonl_files(root / paths.incoming), 0),
+        Source("external", jsonl_files(root / paths.external), 1),
+        Source("positives", jsonl_files(root / paths.positives), 2),
+        Source("negatives", jsonl_files(root / paths.negatives), 2),
+        Source("innocuous", jsonl_files(root / paths.innocuous), 2),
+        Source("perturbations", jsonl_files(root / paths.perturbations), 3),
+    ]
 
 
 def _read_all(sources: list[Source], params: MergeParams) -> tuple[list[tuple[int, Record]], list[RejectedRecord], dict]:

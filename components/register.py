@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from components import tracking
-from components.lineage import load_lineage
-from components.params import Params
+from components.tracking.lineage import load_lineage
+from components.core.params import Params
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from components.classifier import ModerationClassifier, length_sorted_batches, run_batched, tokenize
-from components.contract import ContractError, Record, atomic_write, read_records, write_json
-from components.model_source import resolve_model
-from components.params import ProfileParams, TrainParams
-from components.taxonomy import LABELS
+from components.model.classifier import ModerationClassifier, length_sorted_batches, run_batched, tokenize
+from components.core.contract import ContractError, Record, atomic_write, read_records, write_json
+from components.model.sources import resolve_model
+from components.core.params import ProfileParams, TrainParams
+from components.core.taxonomy import LABELS
 
 log = logging.getLogger(__name__)
 

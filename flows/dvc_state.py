@@ -25,6 +25,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def stage_names(root: Path) -> list[str]:
+    """The pipeline's stages in dvc.yaml order: the one list of steps every command and the flow use."""
+    import yaml
+
+    return list((yaml.safe_load((Path(root) / "dvc.yaml").read_text("utf-8")) or {}).get("stages") or {})
+
+
 @contextlib.contextmanager
 def _stage(root: Path, name: str) -> Iterator:
     from dvc.repo import Repo

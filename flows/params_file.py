@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from components.contract import atomic_write
-from components.params import Params, ParamsError
+from components.core.contract import atomic_write
+from components.core.params import Params, ParamsError
 
 
 def _plain(value: Any) -> Any:

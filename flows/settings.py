@@ -11,21 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-
-class ProjectNotFoundError(RuntimeError):
-    pass
-
-
-def find_root(start: Path | None = None) -> Path:
-    """The project root: the nearest folder upwards holding both dvc.yaml and params.yaml."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").exists() and (folder / "params.yaml").exists():
-            return folder
-    raise ProjectNotFoundError(
-        f"no project found at or above {here}: run this inside the content-moderation checkout "
-        "(the folder with dvc.yaml and params.yaml)"
-    )
+from components.core.project import ProjectNotFoundError, find_root  # noqa: F401  (re-exported for the CLI)
 
 
 def apply_defaults(root: Path) -> None:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.contract import write_json
-from components.params import Params
+from components.core.contract import write_json
+from components.core.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,14 @@ def _report(root: Path, params: Params, stage: str, stats: dict, started: float,
 
 
 def generate_positives(root: Path, params: Params) -> dict:
-    from components.generate import generate_positives as run
+    from components.generate_positives import generate_positives as run
 
     t = time.perf_counter()
     return _report(root, params, "generate-positives", run(params.generate, root / params.paths.positives), t)
 
 
 def generate_negatives(root: Path, params: Params) -> dict:
-    from components.generate import generate_negatives as run
+    from components.generate_negatives import generate_negatives as run
 
     t = time.perf_counter()
     stats = run(params.generate, root / params.paths.negatives, root / params.paths.innocuous)
@@ -40,7 +40,7 @@ def generate_negatives(root: Path, params: Params) -> dict:
 
 
 def generate_perturbations(root: Path, params: Params) -> dict:
-    from components.perturb import run
+    from components.generate_perturbations import run
 
     t = time.perf_counter()
     stats = run(root / params.paths.positives, root / params.paths.perturbations, params.perturb)
@@ -48,7 +48,7 @@ def generate_perturbations(root: Path, params: Params) -> dict:
 
 
 def ingest_external(root: Path, params: Params) -> dict:
-    from components.ingest import run
+    from components.ingest_external import run
 
     t = time.perf_counter()
     out = root / params.paths.external
@@ -57,19 +57,11 @@ def ingest_external(root: Path, params: Params) -> dict:
 
 
 def merge(root: Path, params: Params) -> dict:
-    from components.merge import Source, jsonl_files, merge as run
+    from components.merge import merge as run, pipeline_sources
 
     t = time.perf_counter()
     p = params.paths
-    sources = [
-        # Lower priority number wins a duplicate: people's reviews, then real data, then generated.
-        Source("incoming", jsonl_files(root / p.incoming), 0),
-        Source("external", jsonl_files(root / p.external), 1),
-        Source("positives", jsonl_files(root / p.positives), 2),
-        Source("negatives", jsonl_files(root / p.negatives), 2),
-        Source("innocuous", jsonl_files(root / p.innocuous), 2),
-        Source("perturbations", jsonl_files(root / p.perturbations), 3),
-    ]
+    sources = pipeline_sources(p, root)
     splits = root / p.splits
     stats = run(sources, params.merge, splits, splits / "rejects.jsonl")
     return _report(root, params, "merge", stats, t)
@@ -81,7 +73,7 @@ def train(root: Path, params: Params) -> dict:
     t = time.perf_counter()
     splits, model = root / params.paths.splits, root / params.paths.model
     stats = run(params.train, splits / "train.jsonl", splits / "val.jsonl", model / "checkpoint",
-                root / "models" / ".embedding-cache")
+                root / params.paths.embedding_cache)
     write_json(root / params.paths.reports / "train_history.json", stats.pop("history"))
     return _report(root, params, "train", stats, t, folder=params.paths.reports)
 
@@ -120,8 +112,19 @@ def register(root: Path, params: Params) -> dict:
     return _report(root, params, "registry", stats, t, folder=params.paths.reports)
 
 
-from flows.benchmark_env_stage import benchmark_env  # noqa: E402  (its own module: the environment is large)
+def benchmark_env(root: Path, params: Params) -> dict:
+    from components.benchmark_env import benchmark_env as run
 
+    t = time.perf_counter()
+    p = params.benchmark_env
+    folder = root / (p.model or f"{params.paths.model}/release")
+    stats = run(folder, p, root / params.paths.reports)
+    stats["model"] = str(folder.relative_to(root) if folder.is_relative_to(root) else folder)
+    return _report(root, params, "benchmark-env", stats, t, folder=params.paths.reports)
+
+
+# The function of each dvc.yaml stage, by name; the order of the stages is dvc.yaml's
+# (flows.dvc_state.stage_names). tests/flows/test_stages.py checks that the two name the same stages.
 STAGES: dict[str, Callable[[Path, Params], dict]] = {
     "generate-positives": generate_positives,
     "generate-negatives": generate_negatives,

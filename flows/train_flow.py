@@ -73,7 +73,7 @@ def _worth_retrying(task, task_run, state) -> bool:
     A missing API key, bad params or invalid data fail the same way every time: retrying them
     only delays the message that says how to fix them.
     """
-    from components.contract import ContractError
+    from components.core.contract import ContractError
 
     try:
         state.result()
@@ -91,7 +91,7 @@ def _key_from_parameters(context, parameters: dict[str, Any]) -> str:
 @task(persist_result=True, result_serializer="json", cache_key_fn=_key_from_parameters)
 def run_step(stage: str, cache_key: str, root: str) -> dict:
     """Run one DAG step on params.yaml, then record it with DVC (`dvc commit`)."""
-    from components.params import load_params
+    from components.core.params import load_params
     from flows import dvc_state
     from flows.stages import STAGES
 
@@ -124,12 +124,12 @@ def _adopt(root: Path, stage: str, key: str) -> None:
 def select_steps(root: Path, to_step: str | None) -> list[str]:
     """The steps in pipeline order; with ``to_step`` only it and what it needs."""
     from flows import dvc_state
-    from flows.stages import STAGES
 
+    order = dvc_state.stage_names(root)
     if to_step is None:
-        return list(STAGES)
+        return order
     needed = dvc_state.upstream(root, to_step)
-    return [s for s in STAGES if s in needed]
+    return [s for s in order if s in needed]
 
 
 @flow(name="train-flow", log_prints=True)
@@ -148,15 +148,15 @@ def train_flow(
         lock_timeout: seconds to wait for another run holding the checkout (0: fail at once).
     """
     from flows import dvc_state
-    from flows.stages import STAGES
 
     logger = get_run_logger()
     project = Path(root).resolve() if root else find_root()
     apply_defaults(project)
     force = list(force or [])
-    unknown = [s for s in [*force, *([to_step] if to_step else [])] if s not in STAGES]
+    names = dvc_state.stage_names(project)
+    unknown = [s for s in [*force, *([to_step] if to_step else [])] if s not in names]
     if unknown:
-        raise ValueError(f"unknown step(s) {unknown}; steps: {', '.join(STAGES)}")
+        raise ValueError(f"unknown step(s) {unknown}; steps: {', '.join(names)}")
     summary: dict[str, dict] = {}
     with pipeline_lock(project, lock_timeout):
         for stage in select_steps(project, to_step):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from components.contract import Record, make_labels
+from components.core.contract import Record, make_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 

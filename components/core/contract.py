@@ -1,0 +1,288 @@
+"""The data contract: one JSONL record per example, validated on every read and write.
+
+A record::
+
+    {"id": "...", "text": "[ADULT][MESSAGE] ...",
+     "labels": {"threats": 0, ..., "harassment": 1},      # all 18, 0/1, canonical order
+     "metadata": {"source": "offline", "category": "harassment", "group": "...", ...}}
+
+Bad lines never vanish: ``read_records`` counts them, writes them to a rejects file with the
+line number and the reason, and raises ``TooManyRejectsError`` past a set fraction.
+Every write goes to a temporary file in the same folder and is renamed into place, so a
+killed step leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.core.taxonomy import LABELS, split_prefix
+
+_LABEL_SET = frozenset(LABELS)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_TOP_KEYS = frozenset({"id", "text", "labels", "metadata"})
+
+
+class ContractError(ValueError):
+    """A record or a file that breaks the data contract."""
+
+
+class TooManyRejectsError(ContractError):
+    pass
+
+
+@dataclass
+class Record:
+    id: str
+    text: str
+    labels: dict[str, int]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return str(self.metadata.get("group") or self.id)
+
+    @property
+    def source(self) -> str:
+        return str(self.metadata.get("source", ""))
+
+    def label_vector(self) -> list[int]:
+        return [self.labels[name] for name in LABELS]
+
+    def positive_labels(self) -> list[str]:
+        return [name for name in LABELS if self.labels[name]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "labels": {name: int(self.labels[name]) for name in LABELS},
+            "metadata": self.metadata,
+        }
+
+
+def make_labels(positive: Iterable[str] = ()) -> dict[str, int]:
+    """All 18 labels in canonical order, 1 for the names given, 0 otherwise."""
+    positive = set(positive)
+    unknown = positive - _LABEL_SET
+    if unknown:
+        raise ContractError(f"unknown label(s) {sorted(unknown)}; valid labels: {', '.join(LABELS)}")
+    return {name: int(name in positive) for name in LABELS}
+
+
+def validate_record(obj: Any) -> Record:
+    """Check one parsed JSON value against the contract; the error says what is wrong."""
+    if not isinstance(obj, Mapping):
+        raise ContractError(f"record must be a JSON object, got {type(obj).__name__}")
+    extra = set(obj) - _TOP_KEYS
+    if extra:
+        raise ContractError(f"unexpected field(s) {sorted(extra)}; a record has id, text, labels, metadata")
+    for key in ("id", "text", "labels"):
+        if key not in obj:
+            raise ContractError(f"missing field {key!r}")
+
+    rid = obj["id"]
+    if not isinstance(rid, str) or not rid.strip():
+        raise ContractError("id must be a non-empty string")
+
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise ContractError(f"text must be a string, got {type(text).__name__}")
+    try:
+        _, raw = split_prefix(text)
+    except ValueError as exc:
+        raise ContractError(f"text has a bad context prefix: {exc}") from None
+    if not raw.strip():
+        raise ContractError("text is empty")
+
+    labels = obj["labels"]
+    if not isinstance(labels, Mapping):
+        raise ContractError(f"labels must be an object of the 18 categories, got {type(labels).__name__}")
+    unknown = set(labels) - _LABEL_SET
+    if unknown:
+        raise ContractError(f"unknown label(s) {sorted(unknown)}; valid labels: {', '.join(LABELS)}")
+    missing = [name for name in LABELS if name not in labels]
+    if missing:
+        raise ContractError(f"missing label(s) {missing}; every record carries all {len(LABELS)} labels")
+    for name in LABELS:
+        value = labels[name]
+        # bool is an int subclass in Python; JSON true/false is a type error here.
+        if isinstance(value, bool) or value not in (0, 1):
+            raise ContractError(f"label {name!r} must be 0 or 1, got {json.dumps(value)}")
+
+    metadata = obj.get("metadata", {})
+    if not isinstance(metadata, Mapping):
+        raise ContractError(f"metadata must be an object, got {type(metadata).__name__}")
+    if not isinstance(metadata.get("source", ""), str) or not metadata.get("source"):
+        raise ContractError("metadata.source must name where the record came from (e.g. 'offline')")
+
+    return Record(
+        id=rid,
+        text=text,
+        labels={name: int(labels[name]) for name in LABELS},
+        metadata=dict(metadata),
+    )
+
+
+@dataclass
+class RejectedRecord:
+    path: str
+    line: int
+    reason: str
+    raw: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.path, "line": self.line, "reason": self.reason, "raw": self.raw}
+
+
+@dataclass
+class ReadResult:
+    records: list[Record]
+    rejects: list[RejectedRecord]
+
+    @property
+    def total(self) -> int:
+        return len(self.records) + len(self.rejects)
+
+    @property
+    def reject_fraction(self) -> float:
+        return len(self.rejects) / self.total if self.total else 0.0
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                yield lineno, line.rstrip("\n")
+
+
+def parse_lines(path: Path) -> ReadResult:
+    """Validate every non-blank line of a JSONL file; nothing is raised for a bad line."""
+    path = Path(path)
+    records: list[Record] = []
+    rejects: list[RejectedRecord] = []
+    seen: dict[str, int] = {}
+    try:
+        lines = list(iter_lines(path))
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path}: not UTF-8 text ({exc}); re-save the file as UTF-8") from None
+    for lineno, line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rejects.append(RejectedRecord(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}", line))
+            continue
+        try:
+            record = validate_record(obj)
+        except ContractError as exc:
+            rejects.append(RejectedRecord(str(path), lineno, str(exc), line))
+            continue
+        if record.id in seen:
+            rejects.append(RejectedRecord(str(path), lineno, f"duplicate id {record.id!r} (first on line {seen[record.id]})", line))
+            continue
+        seen[record.id] = lineno
+        records.append(record)
+    return ReadResult(records, rejects)
+
+
+def read_records(
+    path: str | os.PathLike,
+    *,
+    rejects_path: str | os.PathLike | None = None,
+    max_reject_fraction: float = 0.0,
+) -> ReadResult:
+    """Read a JSONL file of records, writing bad lines to ``rejects_path``.
+
+    Raises ``TooManyRejectsError`` when more than ``max_reject_fraction`` of the lines are bad.
+    The rejects file is written before the error, so the user can see every bad line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{path}: no such file; run the step that writes it first (content-moderation status)")
+    result = parse_lines(path)
+    if rejects_path is not None:
+        write_jsonl(rejects_path, (r.to_dict() for r in result.rejects))
+    if result.rejects and result.reject_fraction > max_reject_fraction:
+        first = result.rejects[0]
+        where = f" (all listed in {rejects_path})" if rejects_path else ""
+        raise TooManyRejectsError(
+            f"{path}: {len(result.rejects)} of {result.total} lines break the data contract "
+            f"({result.reject_fraction:.1%} > allowed {max_reject_fraction:.1%}){where}; "
+            f"first: line {first.line}: {first.reason}. Fix the lines or raise the allowed fraction."
+        )
+    return result
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a temporary sibling; it replaces ``path`` whole, only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> int:
+    n = 0
+    with atomic_write(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=False))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Record]) -> int:
+    """Validate and atomically write records; an invalid record aborts the write."""
+    def checked() -> Iterator[dict[str, Any]]:
+        for record in records:
+            row = record.to_dict()
+            try:
+                validate_record(row)
+            except ContractError as exc:
+                raise ContractError(f"refusing to write {path}: record {record.id!r}: {exc}") from None
+            yield row
+
+    return write_jsonl(path, checked())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=False)
+        fh.write("\n")

@@ -1,0 +1,171 @@
+"""The classifier: a sentence-transformer encoder, mean pooling, and a multi-label linear head.
+
+One module serves both training modes (``head``: frozen encoder; ``finetune``: everything
+trains), the ONNX export, and the PyTorch reference in parity checks, so the pooling that
+trains the head is byte-for-byte the pooling that ships.
+
+A checkpoint is a folder: ``encoder/`` (a transformers model and its tokenizer),
+``head.pt`` (the linear layer) and ``classifier.json`` (labels, pooling, max length, base model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from components.core.taxonomy import AUDIENCES, LABELS, SURFACES
+
+log = logging.getLogger(__name__)
+CONFIG_NAME = "classifier.json"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+@dataclass
+class ClassifierConfig:
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    base_model: str = ""
+    mode: str = "head"
+    max_length: int = 128
+    normalize: bool = True
+    hidden_size: int = 384
+    head_hidden: int = 0  # 0: a linear head; N: one hidden layer of N units (GELU, dropout)
+    vocab_size: int = 0
+    prefix_scheme: str = "[AUDIENCE][SURFACE] text"
+    audiences: list[str] = field(default_factory=lambda: list(AUDIENCES))
+    surfaces: list[str] = field(default_factory=lambda: list(SURFACES))
+
+    def save(self, folder: Path) -> None:
+        from components.core.contract import write_json
+
+        write_json(Path(folder) / CONFIG_NAME, asdict(self))
+
+    @classmethod
+    def load(cls, folder: Path) -> "ClassifierConfig":
+        path = Path(folder) / CONFIG_NAME
+        if not path.exists():
+            raise CheckpointError(f"{folder}: no {CONFIG_NAME}; this is not a classifier folder (run the train step)")
+        try:
+            cfg = cls(**json.loads(path.read_text("utf-8")))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: unreadable ({exc}); re-run the step that wrote it") from None
+        if cfg.labels != list(LABELS):
+            raise CheckpointError(
+                f"{path}: the model's labels differ from this project's taxonomy "
+                f"({len(cfg.labels)} vs {len(LABELS)} categories); retrain it with this version"
+            )
+        return cfg
+
+
+def _uses_normalize(encoder_dir: Path) -> bool:
+    """sentence-transformers models list their modules; all-MiniLM/mpnet end with Normalize."""
+    modules = Path(encoder_dir) / "modules.json"
+    if not modules.exists():
+        return False
+    return any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
+
+
+def make_head(hidden_size: int, head_hidden: int) -> nn.Module:
+    if not head_hidden:
+        return nn.Linear(hidden_size, len(LABELS))
+    return nn.Sequential(nn.Linear(hidden_size, head_hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(head_hidden, len(LABELS)))
+
+
+class ModerationClassifier(nn.Module):
+    """input_ids, attention_mask -> 18 probabilities (sigmoid of a linear head over mean-pooled tokens)."""
+
+    def __init__(self, encoder: nn.Module, config: ClassifierConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.config = config
+        self.head = make_head(config.hidden_size, config.head_hidden)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.config.normalize:
+            pooled = nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(input_ids, attention_mask))
+
+    @classmethod
+    def from_encoder(cls, encoder_dir: Path, base_model: str, mode: str, max_length: int,
+                     head_hidden: int = 0, normalize: bool | None = None) -> tuple["ModerationClassifier", object]:
+        encoder = AutoModel.from_pretrained(str(encoder_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+        cfg = ClassifierConfig(base_model=base_model, mode=mode, max_length=max_length,
+                               normalize=_uses_normalize(encoder_dir) if normalize is None else normalize,
+                               hidden_size=encoder.config.hidden_size,
+                               vocab_size=encoder.config.vocab_size, head_hidden=head_hidden)
+        return cls(encoder, cfg), tokenizer
+
+    def save(self, folder: Path, tokenizer) -> None:
+        """Write the checkpoint folder (encoder + tokenizer, head, config); replaced as a whole."""
+        from components.core.contract import atomic_folder
+
+        with atomic_folder(folder) as tmp:
+            self.encoder.save_pretrained(tmp / "encoder")
+            tokenizer.save_pretrained(tmp / "encoder")
+            torch.save(self.head.state_dict(), tmp / "head.pt")
+            self.config.save(tmp)
+
+    @classmethod
+    def load(cls, folder: Path) -> tuple["ModerationClassifier", object]:
+        folder = Path(folder)
+        cfg = ClassifierConfig.load(folder)
+        for needed in ("encoder/config.json", "head.pt"):
+            if not (folder / needed).exists():
+                raise CheckpointError(f"{folder}: missing {needed}; the checkpoint is incomplete, re-run the train step")
+        model = cls(AutoModel.from_pretrained(str(folder / "encoder")), cfg)
+        model.head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
+        model.eval()
+        return model, AutoTokenizer.from_pretrained(str(folder / "encoder"))
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Indices in batches of similar length: padding (and so compute) stays small."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    return tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+@torch.no_grad()
+def run_batched(model: ModerationClassifier, tokenizer, texts: Sequence[str], batch_size: int,
+                what: str = "probs", progress: bool = False) -> np.ndarray:
+    """Probabilities (or pooled embeddings) for texts, batched by length, in the input order."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = [len(t) for t in texts]
+    out: np.ndarray | None = None
+    batches = list(length_sorted_batches(lengths, batch_size))
+    for idx in tqdm(batches, desc=f"encoding ({what})", disable=not progress, unit="batch"):
+        enc = tokenize(tokenizer, [texts[i] for i in idx], model.config.max_length)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        result = model.embed(ids, mask) if what == "embeddings" else model(ids, mask)
+        result = result.float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(texts), result.shape[1]), dtype=np.float32)
+        out[idx] = result
+    return out if out is not None else np.zeros((0, len(LABELS)), dtype=np.float32)

@@ -1,0 +1,268 @@
+"""Moderators that play the environment: the pipeline's classifier, Claude, a local LLM, and two
+baselines. Each turns an observation into a ``ModerationAction``; none ever sees gold.
+
+The LLM agents fill ``content_id`` from the observation themselves (a model never has to copy an
+id), keep only valid labels and rule ids from what the model answers, and fall back to
+``request_review`` with confidence 0 when an answer cannot be used (counted in ``failures``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+from moderation_env.models import ModerationAction, ModerationObservation
+from moderation_env.vocab import ACTIONS, LABELS, table
+
+AGENTS = ("classifier", "claude", "local", "random", "approve-all")
+_SURFACE = {"text_post": "GENERAL", "image_description": "GENERAL", "ad_copy": "LISTING",
+            "whatsapp_message": "MESSAGE"}
+
+
+class Agent(Protocol):
+    name: str
+
+    def act(self, obs: ModerationObservation) -> ModerationAction: ...
+
+
+def _cite(obs: ModerationObservation, labels: list[str]) -> list[str]:
+    """The prohibiting rules of the excerpt that cover the predicted labels."""
+    wanted = set(labels) - {"clean"}
+    return [r.id for r in obs.policy_excerpt if r.action != "approve" and wanted & set(r.labels)]
+
+
+class ApproveAllAgent:
+    """Baseline: everything is clean."""
+
+    name = "approve-all"
+
+    def act(self, obs: ModerationObservation) -> ModerationAction:
+        return ModerationAction(content_id=obs.content.id, labels=["clean"], action="approve", confidence=0.5,
+                                reasoning="approve everything baseline")
+
+
+class RandomAgent:
+    """Baseline: a random label (or two), action, confidence and citation, seeded."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = random.Random(seed)
+
+    def act(self, obs: ModerationObservation) -> ModerationAction:
+        labels = self.rng.sample([x for x in LABELS if x != "clean"], 2) if self.rng.random() < 0.3 \
+            else [self.rng.choice(LABELS)]
+        rules = [r.id for r in obs.policy_excerpt]
+        cites = self.rng.sample(rules, min(len(rules), self.rng.randint(0, 2)))
+        return ModerationAction(content_id=obs.content.id, labels=labels, action=self.rng.choice(ACTIONS),
+                                confidence=round(self.rng.random(), 3), reasoning="random baseline",
+                                policy_citations=cites)
+
+
+class ClassifierAgent:
+    """The pipeline's exported model: its 18 categories become environment labels through
+    ``labels.yaml: category_to_labels``; the action follows the most severe flagged category and
+    its score (``action_by_severity``, ``action_by_category``). Confidence: the top flag's score; for
+    "clean", 1 − the highest mapped score, scaled by the share of labels the categories cover."""
+
+    name = "classifier"
+
+    def __init__(self, model_folder: str | os.PathLike, variant: Optional[str] = None, threads: Optional[int] = None):
+        from components.model.onnx_runtime import OnnxClassifier
+
+        self.model = OnnxClassifier(model_folder, variant=variant, threads=threads)
+        t = table()
+        self.category_map: dict[str, list[str]] = t["category_to_labels"]
+        self.by_severity, self.by_category = t["action_by_severity"], t["action_by_category"]
+        # The share of violation labels the 18 categories can see at all (no misinformation, no
+        # terrorism): a "clean" verdict is never more certain than that.
+        seen = {label for labels in self.category_map.values() for label in labels}
+        self.coverage = len(seen) / (len(LABELS) - 1)
+
+    def decide(self, text: str, content_type: str) -> tuple[list[str], str, float, str]:
+        from components.core.taxonomy import LABELS as CATEGORIES, ContextPrefix
+
+        prefixed = self.model.with_context(text, ContextPrefix("GENERAL", _SURFACE[content_type]))
+        probs = self.model.predict_proba([prefixed])
+        flags = [f for f in self.model.flags(probs)[0] if self.category_map.get(f.category)]
+        if not flags:
+            mapped = [float(probs[0][i]) for i, c in enumerate(CATEGORIES) if self.category_map.get(c)]
+            confidence = self.coverage * (1.0 - max(mapped, default=0.0))
+            return ["clean"], "approve", round(confidence, 4), "no category over its threshold"
+        labels = list(dict.fromkeys(label for f in flags for label in self.category_map[f.category]))
+        top = flags[0]  # most severe first, then highest score
+        sure = self.by_severity[top.severity]["sure"]
+        choice = self.by_category.get(top.category) or self.by_severity[top.severity]["actions"]
+        action = choice[0] if top.score >= sure else choice[1]
+        why = ", ".join(f"{f.category} {f.score:.2f} ({f.severity})" for f in flags)
+        return labels, action, round(top.score, 4), f"classifier flags: {why}"
+
+    def act(self, obs: ModerationObservation) -> ModerationAction:
+        item = obs.content
+        text = item.alt_text or item.text
+        labels, action, confidence, why = self.decide(text, item.type)
+        return ModerationAction(content_id=item.id, labels=labels, action=action, confidence=confidence,
+                                reasoning=why, policy_citations=_cite(obs, labels))
+
+
+# --------------------------------------------------------------------------- LLM agents
+
+SYSTEM_PROMPT = (
+    "You are a trust-and-safety content moderator. Apply the policy excerpt you are given to the content "
+    "item, using its context (content type, region, author history, ad targeting, earlier thread messages). "
+    "Where rules conflict, say which one wins and why. Answer with the moderate tool only."
+)
+TOOL_NAME = "moderate"
+
+
+def decision_schema() -> dict:
+    """The JSON schema an LLM fills in: the action without content_id (the agent adds it)."""
+    return {
+        "type": "object",
+        "properties": {
+            "labels": {"type": "array", "items": {"type": "string", "enum": list(LABELS)}, "minItems": 1,
+                       "description": "violation labels, or [\"clean\"]"},
+            "action": {"type": "string", "enum": list(ACTIONS)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "reasoning": {"type": "string", "description": "short justification naming the deciding rule"},
+            "policy_citations": {"type": "array", "items": {"type": "string"}, "description": "rule ids applied"},
+        },
+        "required": ["labels", "action", "confidence", "reasoning", "policy_citations"],
+    }
+
+
+def render_observation(obs: ModerationObservation) -> str:
+    """The observation as the prompt an LLM reads (no reward bookkeeping)."""
+    data = {
+        "task": obs.task, "instructions": obs.instructions,
+        "content": obs.content.model_dump(exclude_none=True) if obs.content else None,
+        "thread_history": [m.model_dump() for m in obs.thread_history],
+        "conflicting_policies": [r.id for r in obs.conflicting_policies],
+        "policy_excerpt": [{"id": r.id, "title": r.title, "labels": r.labels, "action": r.action, "text": r.text}
+                           for r in obs.policy_excerpt],
+    }
+    return json.dumps(data, ensure_ascii=False, indent=1)
+
+
+def to_action(obs: ModerationObservation, answer: Any) -> ModerationAction:
+    """A model's answer (dict) to a valid action for the served item; raises ValueError if unusable."""
+    if not isinstance(answer, dict):
+        raise ValueError(f"answer is not an object: {str(answer)[:200]}")
+    labels = [x for x in answer.get("labels") or [] if x in LABELS]
+    labels = [x for x in dict.fromkeys(labels) if x != "clean"] or ["clean"]
+    action = answer.get("action")
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    try:
+        confidence = min(1.0, max(0.0, float(answer.get("confidence", 0.5))))
+    except (TypeError, ValueError):
+        confidence = 0.5
+    known = {r.id for r in obs.policy_excerpt}
+    cites = [c for c in dict.fromkeys(answer.get("policy_citations") or []) if isinstance(c, str) and c in known]
+    return ModerationAction(content_id=obs.content.id, labels=labels, action=action, confidence=confidence,
+                            reasoning=str(answer.get("reasoning", ""))[:4000], policy_citations=cites[:20])
+
+
+def _fallback(obs: ModerationObservation, why: str) -> ModerationAction:
+    return ModerationAction(content_id=obs.content.id, labels=["clean"], action="request_review", confidence=0.0,
+                            reasoning=f"agent error: {why}"[:4000])
+
+
+_FENCE_RE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
+
+
+def parse_json_answer(text: str) -> Any:
+    """JSON from a chat answer: bare, fenced, or the first {...} in the text."""
+    text = _FENCE_RE.sub("", text.strip())
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        start, end = text.find("{"), text.rfind("}")
+        if start >= 0 and end > start:
+            return json.loads(text[start:end + 1])
+        raise
+
+
+class ClaudeAgent:
+    """Claude through the ``anthropic`` SDK, forced to answer with the ``moderate`` tool (this SDK version
+    takes no sampling parameters, so no temperature is sent)."""
+
+    name = "claude"
+
+    def __init__(self, model: str = "claude-sonnet-4-5", api_key: Optional[str] = None,
+                 base_url: Optional[str] = None, max_tokens: int = 1024, timeout_s: float = 60.0):
+        import anthropic
+
+        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise ValueError("the claude agent needs an API key: export ANTHROPIC_API_KEY=sk-ant-... "
+                             "(ANTHROPIC_BASE_URL points at another endpoint)")
+        self.client = anthropic.Anthropic(api_key=key, base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
+                                          max_retries=1, timeout=timeout_s)
+        self.model, self.max_tokens, self.failures = model, max_tokens, 0
+
+    def act(self, obs: ModerationObservation) -> ModerationAction:
+        try:
+            message = self.client.messages.create(
+                model=self.model, max_tokens=self.max_tokens, system=SYSTEM_PROMPT,
+                tools=[{"name": TOOL_NAME, "description": "Record the moderation decision for the item.",
+                        "input_schema": decision_schema()}],
+                tool_choice={"type": "tool", "name": TOOL_NAME},
+                messages=[{"role": "user", "content": render_observation(obs)}])
+            calls = [b for b in message.content if b.type == "tool_use" and b.name == TOOL_NAME]
+            if not calls:
+                raise ValueError(f"no {TOOL_NAME} tool call (stop_reason {message.stop_reason})")
+            return to_action(obs, calls[0].input)
+        except Exception as exc:  # any API or parse failure: a cautious fallback, counted
+            self.failures += 1
+            return _fallback(obs, f"{type(exc).__name__}: {exc}")
+
+
+class LocalLLMAgent:
+    """Any OpenAI-compatible chat server (llama.cpp, vLLM, Ollama) over httpx, asked for JSON."""
+
+    name = "local"
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8080/v1", model: str = "local-model",
+                 api_key: Optional[str] = None, timeout_s: float = 120.0):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/") + "/", timeout=timeout_s, headers=headers)
+        self.model, self.failures = model, 0
+
+    def act(self, obs: ModerationObservation) -> ModerationAction:
+        schema = json.dumps(decision_schema()["properties"])
+        body = {"model": self.model, "temperature": 0.0, "response_format": {"type": "json_object"},
+                "messages": [{"role": "system", "content": f"{SYSTEM_PROMPT} Reply with one JSON object with the "
+                                                           f"keys of this schema and nothing else: {schema}"},
+                             {"role": "user", "content": render_observation(obs)}]}
+        try:
+            response = self.client.post("chat/completions", json=body)
+            response.raise_for_status()
+            content = response.json()["choices"][0]["message"]["content"]
+            return to_action(obs, parse_json_answer(content))
+        except Exception as exc:
+            self.failures += 1
+            return _fallback(obs, f"{type(exc).__name__}: {exc}")
+
+
+def make_agent(name: str, *, seed: int = 0, model_folder: Optional[Path] = None, **options: Any) -> Agent:
+    """An agent by name; ``options`` go to the LLM agents (model, base_url, api_key)."""
+    if name == "approve-all":
+        return ApproveAllAgent()
+    if name == "random":
+        return RandomAgent(seed)
+    if name == "classifier":
+        if model_folder is None:
+            raise ValueError("the classifier agent needs an exported model folder (--model)")
+        return ClassifierAgent(model_folder, **options)
+    if name == "claude":
+        return ClaudeAgent(**{k: v for k, v in options.items() if v is not None})
+    if name == "local":
+        return LocalLLMAgent(**{k: v for k, v in options.items() if v is not None})
+    raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")

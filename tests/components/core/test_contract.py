@@ -1,0 +1,125 @@
+import json
+
+import pytest
+
+from components.core.contract import (
+    ContractError,
+    TooManyRejectsError,
+    atomic_write,
+    make_labels,
+    parse_lines,
+    read_records,
+    validate_record,
+    write_records,
+)
+from components.core.taxonomy import LABELS, ContextPrefix, split_prefix
+
+
+def good(**over):
+    row = {"id": "a1", "text": "[ADULT][MESSAGE] hello there", "labels": make_labels(["harassment"]),
+           "metadata": {"source": "offline", "category": "harassment", "group": "g1"}}
+    row.update(over)
+    return row
+
+
+def test_valid_record_round_trips_in_canonical_order(tmp_path):
+    shuffled = dict(reversed(list(make_labels(["threats"]).items())))
+    record = validate_record(good(labels=shuffled))
+    path = tmp_path / "x.jsonl"
+    write_records(path, [record])
+    written = json.loads(path.read_text())
+    assert list(written["labels"]) == list(LABELS)
+    assert written["labels"]["threats"] == 1 and sum(written["labels"].values()) == 1
+    assert record.group == "g1"
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        (good(labels={**make_labels(), "violence": 1}), "unknown label(s) ['violence']"),
+        (good(labels={k: v for k, v in make_labels().items() if k != "spam"}), "missing label(s) ['spam']"),
+        (good(labels={**make_labels(), "spam": 2}), "label 'spam' must be 0 or 1, got 2"),
+        (good(labels={**make_labels(), "spam": True}), "label 'spam' must be 0 or 1, got true"),
+        (good(labels={**make_labels(), "spam": "1"}), "label 'spam' must be 0 or 1"),
+        (good(text="   "), "text is empty"),
+        (good(text="[ADULT][MESSAGE]  "), "text is empty"),
+        (good(text=42), "text must be a string"),
+        (good(text="[KIDS][MESSAGE] hi"), "bad context prefix"),
+        (good(id=""), "id must be a non-empty string"),
+        (good(metadata={"category": "x"}), "metadata.source"),
+        (good(extra=1), "unexpected field(s) ['extra']"),
+        ({"id": "x", "text": "t"}, "missing field 'labels'"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
+def test_each_kind_of_invalid_record_is_named(row, reason):
+    with pytest.raises(ContractError) as exc:
+        validate_record(row)
+    assert reason in str(exc.value)
+
+
+def test_bad_lines_are_counted_with_line_numbers_and_written_to_rejects(tmp_path):
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps(good(id=f"r{i}")) for i in range(8)]
+    lines.insert(2, "{not json")
+    lines.insert(5, json.dumps(good(id="bad", labels={**make_labels(), "violence": 1})))
+    lines.append(json.dumps(good(id="r0")))  # duplicate id
+    path.write_text("\n".join(lines) + "\n\n")
+    rejects = tmp_path / "rejects.jsonl"
+    result = read_records(path, rejects_path=rejects, max_reject_fraction=0.5)
+    assert len(result.records) == 8
+    assert [(r.line, r.reason.split(":")[0]) for r in result.rejects] == [
+        (3, "malformed JSON"), (6, "unknown label(s) ['violence']; valid labels"), (11, "duplicate id 'r0' (first on line 1)")]
+    saved = [json.loads(l) for l in rejects.read_text().splitlines()]
+    assert [s["line"] for s in saved] == [3, 6, 11] and saved[0]["raw"] == "{not json"
+
+
+def test_step_fails_loudly_past_the_reject_fraction_and_keeps_the_rejects(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(good()) + "\n" + "garbage\n")
+    rejects = tmp_path / "rej.jsonl"
+    with pytest.raises(TooManyRejectsError, match=r"1 of 2 lines .*50.0% > allowed 10.0%.*line 2: malformed JSON"):
+        read_records(path, rejects_path=rejects, max_reject_fraction=0.1)
+    assert rejects.read_text().count("\n") == 1
+
+
+def test_missing_file_and_non_utf8_get_clear_errors(tmp_path):
+    with pytest.raises(ContractError, match="no such file"):
+        read_records(tmp_path / "nope.jsonl")
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes('{"id": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(ContractError, match="not UTF-8"):
+        parse_lines(bad)
+
+
+def test_write_refuses_invalid_records_and_leaves_the_old_file(tmp_path, record_factory):
+    path = tmp_path / "out.jsonl"
+    write_records(path, [record_factory("ok")])
+    before = path.read_bytes()
+    broken = record_factory("broken", text="  ")
+    with pytest.raises(ContractError, match="refusing to write .*'broken': text is empty"):
+        write_records(path, [record_factory("ok2"), broken])
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_atomic_write_keeps_old_content_when_interrupted(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(path) as fh:
+            fh.write("half")
+            raise KeyboardInterrupt
+    assert path.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_context_prefix_parsing_and_application():
+    assert ContextPrefix.parse("adult/listing").render() == "[ADULT][LISTING]"
+    assert ContextPrefix.parse("[GENERAL][BIO]") == ContextPrefix("GENERAL", "BIO")
+    assert ContextPrefix("ADULT", "MESSAGE").apply("[GENERAL][BIO] hi") == "[ADULT][MESSAGE] hi"
+    assert split_prefix("no prefix [x]") == (None, "no prefix [x]")
+    with pytest.raises(ValueError, match="unknown surface 'POST'"):
+        ContextPrefix.parse("GENERAL/POST")
+    with pytest.raises(ValueError, match="AUDIENCE/SURFACE"):
+        ContextPrefix.parse("adult")
