@@ -13,41 +13,24 @@ manifest.json with checksums and the verdict), ``reports/metrics.json`` and plot
 from __future__ import annotations
 
 import logging
-import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from components.model.classifier import CONFIG_NAME
-from components.core.contract import ContractError, atomic_folder, read_records, write_json
-from components.export import TOKENIZER_FILES, TORCH_VAL_PROBS
-from components.quality.metrics import (
-    calibration,
-    category_metrics,
-    per_source,
-    quality_gate,
-    robustness,
-    select_served_variant,
-    tune_thresholds,
-    write_plots,
-)
-from components.model.onnx_runtime import MANIFEST_NAME, THRESHOLDS_NAME, VARIANT_FILES, OnnxClassifier, sha256_file
+from components.core.contract import ContractError, read_records
 from components.core.params import EvaluateParams
-from components.core.taxonomy import LABELS
-from components.train import label_matrix
+from components.model.folder import TORCH_VAL_PROBS, VARIANT_FILES, write_release
+from components.model.onnx_runtime import OnnxClassifier
+from components.model.scoring import label_matrix
+from components.quality.gate import quality_gate, select_served_variant
+from components.quality.metrics import calibration, category_metrics, per_source, robustness, tune_thresholds
+from components.quality.parity import parity as measure_parity
+from components.quality.plots import write_plots
 
 log = logging.getLogger(__name__)
-
-
-def tuned_parity(reference: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]) -> dict:
-    th = np.array([thresholds[name] for name in LABELS], dtype=np.float32)
-    return {
-        "max_abs_diff": float(np.abs(reference - probs).max()),
-        "decision_diff_rate": float(((reference >= th) != (probs >= th)).mean()),
-        "samples": int(len(probs)),
-        "at": "tuned thresholds",
-    }
 
 
 LATENCY_SAMPLES = 64
@@ -75,8 +58,15 @@ def _read_split(path: Path, name: str):
 
 
 def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluateParams, release_dir: Path,
-             plots_dir: Path, champion_macro_f1: float | None = None) -> dict:
-    """Score every variant in ``onnx_dir``; write the release folder and plots; return the metrics report."""
+             plots_dir: Path, champion: Mapping[str, Any] | None = None) -> dict:
+    """Score every variant in ``onnx_dir``; write the release folder and plots; return the metrics report.
+
+    ``champion``: the registry's current champion as ``{"version": str, "macro_f1": float | None}``
+    (the caller looks it up; this step imports no tracking), or None when there is none. The
+    gate's no-regression check compares with it and the report records which one it was
+    (``gate.champion``), so the register step can tell whether the champion moved since.
+    Raises ContractError for an empty or invalid split or a folder without model.onnx.
+    """
     onnx_dir = Path(onnx_dir)
     val, test = _read_split(val_path, "validation"), _read_split(test_path, "test")
     yva, yte = label_matrix(val), label_matrix(test)
@@ -100,8 +90,8 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
         latency = batch1_latency_ms(model, test_texts[:LATENCY_SAMPLES])
         thresholds = tune_thresholds(yva, pv, params)
         metrics = category_metrics(yte, pt, thresholds)
-        parity = tuned_parity(reference, pv, thresholds) if reference is not None else None
-        verdict = quality_gate(metrics, parity, params, champion_macro_f1)
+        parity = measure_parity(reference, pv, thresholds) if reference is not None else None
+        verdict = quality_gate(metrics, parity, params, champion)
         results[variant] = {
             "file": VARIANT_FILES[variant],
             "size_bytes": (onnx_dir / VARIANT_FILES[variant]).stat().st_size,
@@ -131,26 +121,8 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
                                            "latency_ms_p95", "macro_f1", "micro_f1", "gate_passed", "parity")}
                      for v, r in results.items()},
         "f1_floor": params.f1_floor,
-        "champion_macro_f1": champion_macro_f1,
+        "champion_macro_f1": None if champion is None else champion.get("macro_f1"),
     }
     write_plots(yte, pt, best["thresholds"], {**best["metrics"], "f1_floor": params.f1_floor}, plots_dir)
     write_release(onnx_dir, release_dir, chosen, best["thresholds"], report)
     return report
-
-
-def write_release(onnx_dir: Path, release_dir: Path, variant: str, thresholds: dict, report: dict) -> None:
-    """The self-contained serving folder: one ONNX file, tokenizer, config, thresholds, manifest."""
-    with atomic_folder(release_dir) as tmp:
-        for name in (VARIANT_FILES[variant], CONFIG_NAME, *TOKENIZER_FILES):
-            if (onnx_dir / name).exists():
-                shutil.copy2(onnx_dir / name, tmp / name)
-        write_json(tmp / THRESHOLDS_NAME, thresholds)
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-        write_json(tmp / MANIFEST_NAME, {
-            "served_variant": variant,
-            "labels": list(LABELS),
-            "files": files,
-            "gate": report["gate"],
-            "test_macro_f1": report["test"]["macro_f1"],
-            "test_micro_f1": report["test"]["micro_f1"],
-        })

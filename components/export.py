@@ -19,15 +19,14 @@ import numpy as np
 import onnx
 import torch
 
-from components.model.classifier import CONFIG_NAME, ModerationClassifier, run_batched
 from components.core.contract import atomic_folder, read_records, write_json
-from components.model.onnx_runtime import VARIANT_FILES, OnnxClassifier
 from components.core.params import ExportParams
+from components.model.classifier import ModerationClassifier, run_batched
+from components.model.folder import CONFIG_NAME, TOKENIZER_FILES, TORCH_VAL_PROBS, VARIANT_FILES
+from components.model.onnx_runtime import OnnxClassifier
+from components.quality.parity import parity
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-TORCH_VAL_PROBS = "torch_val_probs.npy"
 
 
 def export_fp32(model: ModerationClassifier, tokenizer, path: Path, opset: int) -> None:
@@ -56,17 +55,6 @@ def export_int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
-
-
-def parity(reference: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
-    """How far a variant's probabilities and label decisions are from PyTorch's."""
-    return {
-        "max_abs_diff": float(np.abs(reference - probs).max()) if len(probs) else 0.0,
-        "mean_abs_diff": float(np.abs(reference - probs).mean()) if len(probs) else 0.0,
-        "decision_diff_rate": float(((reference >= threshold) != (probs >= threshold)).mean()) if len(probs) else 0.0,
-        "threshold": threshold,
-        "samples": int(len(probs)),
-    }
 
 
 def export(checkpoint: Path, out_dir: Path, val_path: Path, params: ExportParams) -> dict:

@@ -1,8 +1,10 @@
 """Ingest the public labelled sets into contract records.
 
 Every mapping from a public set's labels to the 18 categories lives in one table,
-``resources/external_sources.yaml``; this module only reads files, normalises text, applies
-the table, caps each source with a balanced deterministic sample, and writes records.
+``resources/external_sources.yaml`` (read by ``components/external/sources.py`` with the files'
+readers; text cleaning in ``components/text/social.py``); this module applies the table, caps
+each source with a balanced deterministic sample, rejects rows whose text is not valid UTF-8 or has
+no visible character (with their file and line), and writes records.
 
 A set found in none of ``IngestParams.roots`` is skipped and reported, so the pipeline runs
 (with an empty output) on a machine that has no copy of the data.
@@ -10,252 +12,39 @@ A set found in none of ``IngestParams.roots`` is skipped and reported, so the pi
 
 from __future__ import annotations
 
-import csv
-import html
 import logging
 import random
-import re
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import ftfy
-import yaml
-
 from components.core.contract import (
-    ContractError,
     Record,
     RejectedRecord,
     TooManyRejectsError,
     make_labels,
+    text_problem,
+    utf8_problem,
     write_jsonl,
     write_records,
 )
 from components.core.params import IngestParams
-from components.core.taxonomy import SURFACES, split_prefix
+from components.core.taxonomy import split_prefix
+# The table, the readers and the text cleaning, also reached from here (tests, moderation_env/build_items.py).
+from components.external.sources import (  # noqa: F401
+    FORMATS,
+    Row,
+    SourceTableError,
+    check_spec,
+    data_files,
+    load_source,
+    load_sources,
+    read_rows,
+)
+from components.text.social import normalize_social_text
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("csv", "tsv", "paired")
-
-# --------------------------------------------------------------------------- normalisation
-
-# "RT @name:" / "RT @name" anywhere (the retweeted author, not someone addressed).
-_RT_MENTION_RE = re.compile(r"(?<!\w)RT\s*@\w+:?")
-# A leading bare "RT" / "RT:" marker.
-_RT_LEADING_RE = re.compile(r"^\s*RT(?::|\s+|$)")
-# @mentions (also ".@name"); the look-behind keeps e-mail addresses (name@host) intact.
-_MENTION_RE = re.compile(r"(?<![\w@])@\w+")
-# Markdown links [text](url): keep the text.
-_MD_LINK_RE = re.compile(r"\[([^\]\n]*)\]\(\s*(?:https?://|www\.)[^)\s]*\s*\)", re.IGNORECASE)
-_URL_RE = re.compile(r"(?:\bhttps?://|\bwww\.)\S*", re.IGNORECASE)
-# Private-use code points (old carrier emoji such as Davidson's &#57361;) render as nothing.
-_PRIVATE_USE_RE = re.compile("[\ue000-\uf8ff]")
-_WS_RE = re.compile(r"\s+")
-
-
-def _normalise_once(text: str, strip_urls: bool) -> str:
-    text = ftfy.fix_text(text)
-    for _ in range(3):  # "&amp;amp;" is common in scraped tweets; unescape to a fixed point
-        unescaped = html.unescape(text)
-        if unescaped == text:
-            break
-        text = unescaped
-    text = _PRIVATE_USE_RE.sub("", text)
-    text = _RT_MENTION_RE.sub(" ", text)
-    text = _RT_LEADING_RE.sub(" ", text)
-    text = _MENTION_RE.sub("@user", text)
-    if strip_urls:
-        text = _MD_LINK_RE.sub(r"\1", text)
-        text = _URL_RE.sub(" ", text)
-    return _WS_RE.sub(" ", text).strip()
-
-
-def normalize_social_text(text: str, *, strip_urls: bool) -> str:
-    """Clean scraped social text consistently across sources; idempotent.
-
-    Fixes mojibake (ftfy), unescapes HTML entities, drops retweet markers ("RT @name:" and a
-    leading "RT"), replaces every @mention with "@user", strips URLs when asked (tweets: t.co
-    links are truncation artefacts; never for SMS, where links are real contact details),
-    collapses whitespace. Applied to a fixed point, so normalising twice changes nothing.
-    """
-    for _ in range(5):
-        cleaned = _normalise_once(text, strip_urls)
-        if cleaned == text:
-            break
-        text = cleaned
-    return text
-
-
-# --------------------------------------------------------------------------- the table
-
-
-class SourceTableError(ValueError):
-    """external_sources.yaml is malformed; the message names the source and the key."""
-
-
-@cache
-def _raw_table() -> dict:
-    text = resources.files("components").joinpath("resources/external_sources.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
-
-
-def load_sources() -> dict[str, dict]:
-    """The mapping table, validated: {key: spec}, in table order."""
-    table = _raw_table().get("sources") or {}
-    out = {}
-    for key, spec in table.items():
-        out[key] = check_spec(key, spec)
-    return out
-
-
-def check_spec(key: str, spec: dict) -> dict:
-    """Validate one source entry and return a normalised copy (mapping keys as strings)."""
-    def fail(msg: str) -> None:
-        raise SourceTableError(f"external_sources.yaml: source {key!r}: {msg}")
-
-    spec = dict(spec)
-    spec["key"] = key
-    for req in ("folder", "files", "format", "mapping", "surface", "strip_urls"):
-        if req not in spec:
-            fail(f"missing {req!r}")
-    if spec["format"] not in FORMATS:
-        fail(f"format {spec['format']!r} is not one of {FORMATS}")
-    if spec["surface"] not in SURFACES:
-        fail(f"surface {spec['surface']!r} is not one of {SURFACES}")
-    if not isinstance(spec["strip_urls"], bool):
-        fail("strip_urls must be true or false")
-    if not spec["files"]:
-        fail("files is empty")
-    if spec["format"] == "paired":
-        for f in spec["files"]:
-            if not isinstance(f, dict) or set(f) != {"text", "labels"}:
-                fail("paired files are listed as {text: ..., labels: ...}")
-    else:
-        if not all(isinstance(f, str) for f in spec["files"]):
-            fail("csv/tsv files are listed as plain file names")
-        if not spec.get("text") or not spec.get("label"):
-            fail("csv/tsv sources need `text` (list of columns) and `label` (a column)")
-        if isinstance(spec["text"], str):
-            spec["text"] = [spec["text"]]
-    mapping = {}
-    for raw, labels in (spec["mapping"] or {}).items():
-        if labels is None:
-            labels = []
-        try:
-            make_labels(labels)
-        except ContractError as exc:
-            fail(f"mapping {raw!r}: {exc}")
-        mapping[str(raw).strip()] = list(labels)
-    if not mapping:
-        fail("mapping is empty")
-    spec["mapping"] = mapping
-    spec.setdefault("join", " ")
-    return spec
-
-
-def _data_files(spec: dict) -> list[str]:
-    if spec["format"] == "paired":
-        return [name for f in spec["files"] for name in (f["text"], f["labels"])]
-    return list(spec["files"])
-
-
-# --------------------------------------------------------------------------- readers
-
-
-@dataclass
-class _Row:
-    index: int  # 0-based over every data row of the source, across its files, in file order
-    file: str
-    line: int  # 1-based line in `file` where the row starts
-    text: str
-    label: str
-    error: str | None = None
-
-
-def _read_delimited(spec: dict, folder: Path, start: int) -> list[_Row]:
-    rows: list[_Row] = []
-    index = start
-    delimiter = "\t" if spec["format"] == "tsv" else ","
-    # SMSSpamCollection-style TSV has bare quotes inside texts: no quoting at all.
-    quoting = csv.QUOTE_NONE if spec["format"] == "tsv" else csv.QUOTE_MINIMAL
-    for name in spec["files"]:
-        path = folder / name
-        with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-            header = next(reader, None)
-            if header is None:
-                continue
-            header = [h.strip() for h in header]
-            wanted = [*spec["text"], spec["label"]]
-            absent = [c for c in wanted if c not in header]
-            if absent:
-                raise SourceTableError(
-                    f"{path}: no column(s) {absent}; the file has {header}. "
-                    f"Fix `text`/`label` for source {spec['key']!r} in external_sources.yaml"
-                )
-            text_idx = [header.index(c) for c in spec["text"]]
-            label_idx = header.index(spec["label"])
-            need = max([*text_idx, label_idx]) + 1
-            while True:
-                line = reader.line_num + 1
-                try:
-                    fields = next(reader)
-                except StopIteration:
-                    break
-                if not fields or all(not f.strip() for f in fields):
-                    continue
-                if len(fields) < need:
-                    rows.append(_Row(index, str(path), line, "", "",
-                                     f"row has {len(fields)} field(s), the header has {len(header)}"))
-                else:
-                    text = spec["join"].join(fields[i] for i in text_idx)
-                    rows.append(_Row(index, str(path), line, text, fields[label_idx].strip()))
-                index += 1
-    return rows
-
-
-def _read_lines(path: Path) -> list[str]:
-    # Split on "\n" only: str.splitlines() would also split on U+2028 etc. inside a tweet.
-    content = path.read_text("utf-8")
-    lines = content.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-
-
-def _read_paired(spec: dict, folder: Path, start: int) -> list[_Row]:
-    rows: list[_Row] = []
-    index = start
-    for pair in spec["files"]:
-        text_path, label_path = folder / pair["text"], folder / pair["labels"]
-        texts, labels = _read_lines(text_path), _read_lines(label_path)
-        if len(texts) != len(labels):
-            raise SourceTableError(
-                f"{text_path} has {len(texts)} lines but {label_path} has {len(labels)}: "
-                "the files are out of step; restore both from the same upstream copy"
-            )
-        for i, (text, label) in enumerate(zip(texts, labels)):
-            rows.append(_Row(index, str(text_path), i + 1, text, label.strip()))
-            index += 1
-    return rows
-
-
-def _read_rows(spec: dict, folder: Path) -> list[_Row]:
-    if spec["format"] == "paired":
-        return _read_paired(spec, folder, 0)
-    return _read_delimited(spec, folder, 0)
-
-
-def load_source(spec: dict, folder: Path) -> list[tuple[str, str]]:
-    """(raw text, raw label value) for every well-formed row of one source, in file order."""
-    spec = check_spec(spec.get("key", "?"), spec)
-    return [(r.text, r.label) for r in _read_rows(spec, Path(folder)) if r.error is None]
-
 
 # --------------------------------------------------------------------------- caps
 
@@ -284,7 +73,7 @@ def _allocate(sizes: dict[Any, int], cap: int) -> dict[Any, int]:
     return alloc
 
 
-def _cap_sample(candidates: list[tuple[_Row, tuple[str, ...]]], cap: int | None, seed: int, key: str):
+def _cap_sample(candidates: list[tuple[Row, tuple[str, ...]]], cap: int | None, seed: int, key: str):
     if cap is None or len(candidates) <= cap:
         return candidates
     by_class: dict[tuple[str, ...], list[int]] = defaultdict(list)
@@ -316,7 +105,7 @@ def _find_folder(spec: dict, roots: list[Path]) -> tuple[Path | None, Path | Non
         folder = root / spec["folder"]
         if not folder.is_dir():
             continue
-        absent = [f for f in _data_files(spec) if not (folder / f).is_file()]
+        absent = [f for f in data_files(spec) if not (folder / f).is_file()]
         if absent:
             log.warning("%s: %s lacks %s; trying the next root", spec["key"], folder, absent)
             continue
@@ -324,7 +113,7 @@ def _find_folder(spec: dict, roots: list[Path]) -> tuple[Path | None, Path | Non
     return None, None
 
 
-def _to_record(key: str, spec: dict, row: _Row, text: str, labels: list[str]) -> Record:
+def _to_record(key: str, spec: dict, row: Row, text: str, labels: list[str]) -> Record:
     rid = f"{key}-{row.index}"
     return Record(
         id=rid,
@@ -345,6 +134,9 @@ def _check_text(text: str) -> str | None:
     """Why a normalised text cannot become a record, or None."""
     if not text:
         return "text is empty after normalisation"
+    problem = text_problem(text)
+    if problem:
+        return problem
     try:
         has_prefix = split_prefix(text)[0] is not None
     except ValueError:  # looks like a prefix but names an unknown audience/surface
@@ -387,13 +179,17 @@ def ingest(
             log.info("%s: folder %r not found under any root; skipped", key, spec["folder"])
             continue
         t0 = time.perf_counter()
-        rows = _read_rows(spec, folder)
+        rows = read_rows(spec, folder)
         dropped: Counter[str] = Counter()
         src_rejects: list[RejectedRecord] = []
-        candidates: list[tuple[_Row, tuple[str, ...], str]] = []
+        candidates: list[tuple[Row, tuple[str, ...], str]] = []
         for row in rows:
             if row.error is not None:
                 src_rejects.append(RejectedRecord(row.file, row.line, f"{key} row {row.index}: {row.error}", row.text))
+                continue
+            if problem := utf8_problem(row.text):
+                src_rejects.append(RejectedRecord(row.file, row.line, f"{key} row {row.index}: text {problem}",
+                                                  row.text))
                 continue
             if row.label not in spec["mapping"]:
                 dropped[row.label] += 1
@@ -418,7 +214,7 @@ def ingest(
         stats["sources"][key] = {
             "root": str(root),
             "folder": str(folder),
-            "files": _data_files(spec),
+            "files": data_files(spec),
             "rows_read": len(rows),
             "dropped": dict(sorted(dropped.items())),
             "dropped_total": sum(dropped.values()),

@@ -1,4 +1,4 @@
-"""The register step: record the pipeline run in MLflow, add a model version, let the gate decide.
+"""The register step: record the pipeline run in MLflow, add a model version, apply the gate's verdict.
 
 Reads what the earlier steps wrote (the evaluate report, the train and export statistics, the
 training curve, the release folder) and:
@@ -6,9 +6,10 @@ training curve, the release folder) and:
 1. logs one MLflow run with every param, the figures, the tags (lineage, data and code version,
    profile, gate) and the artifacts (:func:`components.tracking.log_pipeline_run`);
 2. registers a version of the model, aliased ``candidate``;
-3. lets the quality gate alone move ``champion`` (:func:`components.tracking.apply_gate`): every
-   evaluate check passed and macro F1 not below the champion's by more than
-   ``evaluate.regression_tolerance``.
+3. applies the quality gate's verdict that the evaluate step recorded in ``reports/metrics.json``
+   (:func:`components.tracking.apply_gate`): a passed verdict moves ``champion``, unless the
+   champion was moved since evaluation (then the version stays candidate and the reason says to
+   rerun evaluate). Nothing is judged again here.
 
 A run continues the lineage (``v17``, ``v18``, ...), or, when ``track.reproduces`` names a
 historical version, is recorded as that version's reproduction with the figures reported at the
@@ -70,7 +71,14 @@ def register(
     artifact_location: str | None = None,
     retry: tracking.RetryPolicy | None = None,
 ) -> dict:
-    """Record, register and gate the model the pipeline just released; returns the outcome."""
+    """Record and register the model the pipeline just released and apply the gate's recorded verdict.
+
+    Reads ``reports_dir`` (metrics.json, train.json, export.json, train_history.json,
+    benchmark_env.json) and ``release_dir``; returns the outcome written to
+    ``reports/registry.json``: run id, version, lineage, ``gate_passed`` (the recorded verdict),
+    ``promoted``, ``reasons``, ``champion``. Raises FileNotFoundError when evaluate has not run,
+    TrackingError when the store is unavailable.
+    """
     t0 = time.perf_counter()
     report = _read_json(reports_dir / "metrics.json")
     if report is None:
@@ -126,9 +134,7 @@ def register(
         retry=retry,
     )
     version = tracking.register_version(tracking_uri, run_id, track.model_name, retry=retry)
-    decision = tracking.apply_gate(
-        tracking_uri, version, report, params.evaluate.regression_tolerance, track.model_name, retry=retry
-    )
+    decision = tracking.apply_gate(tracking_uri, version, report, track.model_name, retry=retry)
     champion = tracking.champion(tracking_uri, track.model_name, retry=retry)
     outcome = {
         "run_id": run_id,

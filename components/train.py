@@ -20,11 +20,11 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from components.model.classifier import ModerationClassifier, length_sorted_batches, run_batched, tokenize
-from components.core.contract import ContractError, Record, atomic_write, read_records, write_json
-from components.model.sources import resolve_model
+from components.core.contract import ContractError, atomic_write, read_records, write_json
 from components.core.params import ProfileParams, TrainParams
-from components.core.taxonomy import LABELS
+from components.model.classifier import ModerationClassifier, run_batched, tokenize
+from components.model.scoring import flags, label_matrix, length_sorted_batches
+from components.model.sources import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ def set_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def label_matrix(records: list[Record]) -> np.ndarray:
-    return np.array([r.label_vector() for r in records], dtype=np.float32).reshape(-1, len(LABELS))
-
-
 def pos_weights(y: np.ndarray, cap: float) -> torch.Tensor:
     """negatives/positives per category, capped: rare categories count more, never absurdly more."""
     pos = y.sum(0)
@@ -48,7 +44,11 @@ def pos_weights(y: np.ndarray, cap: float) -> torch.Tensor:
 
 
 def macro_f1(y: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> float:
-    return float(f1_score(y, probs >= threshold, average="macro", zero_division=0))
+    """Macro F1 over the 18 categories, flagging at one ``threshold`` (0.5 before any tuning).
+
+    ``y``: 0/1 ``[n, 18]``; ``probs``: scores ``[n, 18]``, both in ``LABELS`` order.
+    """
+    return float(f1_score(y, flags(probs, threshold), average="macro", zero_division=0))
 
 
 class EmbeddingCache:

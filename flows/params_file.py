@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.contract import atomic_write
-from components.core.params import Params, ParamsError
+from components.core.params import ParamsError, read_params_file, validate_params
 
 
 def _plain(value: Any) -> Any:
@@ -25,26 +25,30 @@ def _plain(value: Any) -> Any:
 
 
 def set_params(path: Path, overrides: Mapping[str, Any]) -> None:
-    """Apply dotted overrides (``{"train.profile": "production"}``) to a params file."""
-    from pydantic import ValidationError
+    """Apply dotted overrides (``{"train.profile": "production"}``) to a params file.
+
+    The file must read cleanly first (UTF-8, valid YAML, no key twice: a ParamsError names the line);
+    the result must validate (a ParamsError names each bad key) before it replaces the file.
+    """
     from ruamel.yaml import YAML
 
+    path = Path(path)
+    read_params_file(path)  # the same strict reading as load_params: one message per problem, no traceback
     yaml = YAML()  # round-trip: comments, key order and flow style survive
     yaml.preserve_quotes = True
     doc = yaml.load(path.read_text("utf-8")) or {}
     for key, value in overrides.items():
         node = doc
         parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), Mapping):
+        for i, part in enumerate(parts[:-1]):
+            if part not in node:
                 node[part] = {}
+            elif not isinstance(node[part], Mapping):
+                raise ParamsError(f"cannot set {key}: {'.'.join(parts[:i + 1])} is a "
+                                  f"{type(node[part]).__name__}, not a section")
             node = node[part]
         node[parts[-1]] = value
-    try:
-        Params.model_validate(_plain(doc))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ParamsError(problems) from None
+    validate_params(_plain(doc), path=path)
     buf = io.StringIO()
     yaml.dump(doc, buf)
     with atomic_write(path) as fh:

@@ -88,12 +88,23 @@ def export(root: Path, params: Params) -> dict:
 
 
 def evaluate(root: Path, params: Params) -> dict:
+    from components import tracking
     from components.evaluate import evaluate as run
+    from flows.settings import tracking_uri
 
     t = time.perf_counter()
     model, splits, reports = root / params.paths.model, root / params.paths.splits, root / params.paths.reports
+    # The gate's no-regression check compares with the registry's champion now; the component imports no tracking.
+    try:
+        current = tracking.champion(tracking_uri(), params.track.model_name, retry=tracking.DEFAULT_RETRY)
+        champion = None if current is None else {"version": current["version"], "macro_f1": current["macro_f1"]}
+    except tracking.TrackingError as exc:
+        # Evaluation still completes and is kept; the gate fails no_regression (an unknown champion is
+        # not "no champion"), and the register step, which needs the store, fails clearly.
+        log.warning("%s", exc)
+        champion = {"version": None, "macro_f1": None, "unavailable": str(exc).split(": ", 1)[0]}
     stats = run(model / "onnx", splits / "val.jsonl", splits / "test.jsonl", params.evaluate, model / "release",
-                reports / "plots")
+                reports / "plots", champion=champion)
     return _report(root, params, "metrics", stats, t, folder=params.paths.reports)
 
 

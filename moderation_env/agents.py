@@ -1,9 +1,12 @@
 """Moderators that play the environment: the pipeline's classifier, Claude, a local LLM, and two
 baselines. Each turns an observation into a ``ModerationAction``; none ever sees gold.
 
-The LLM agents fill ``content_id`` from the observation themselves (a model never has to copy an
-id), keep only valid labels and rule ids from what the model answers, and fall back to
-``request_review`` with confidence 0 when an answer cannot be used (counted in ``failures``).
+The LLM agents talk to their models through the project's one LLM transport layer
+(``components/llm``: clients, retries, error classification, token accounting, the default Claude
+model), the same code the generation backends use. They fill ``content_id`` from the observation
+themselves (a model never has to copy an id), keep only valid labels and rule ids from what the
+model answers, and fall back to ``request_review`` with confidence 0 when an answer cannot be used
+(counted in ``failures``).
 """
 
 from __future__ import annotations
@@ -12,9 +15,14 @@ import json
 import os
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
+from components.llm import DEFAULT_CLAUDE_MODEL, DEFAULT_LOCAL_BASE_URL, DEFAULT_LOCAL_MODEL
+from components.llm.errors import describe
+from components.llm.retry import RetryPolicy
+from components.llm.usage import Usage
 from moderation_env.models import ModerationAction, ModerationObservation
 from moderation_env.vocab import ACTIONS, LABELS, table
 
@@ -32,7 +40,7 @@ class Agent(Protocol):
 def _cite(obs: ModerationObservation, labels: list[str]) -> list[str]:
     """The prohibiting rules of the excerpt that cover the predicted labels."""
     wanted = set(labels) - {"clean"}
-    return [r.id for r in obs.policy_excerpt if r.action != "approve" and wanted & set(r.labels)]
+    return [r.id for r in obs.policy_rules if r.action != "approve" and wanted & set(r.labels)]
 
 
 class ApproveAllAgent:
@@ -56,7 +64,7 @@ class RandomAgent:
     def act(self, obs: ModerationObservation) -> ModerationAction:
         labels = self.rng.sample([x for x in LABELS if x != "clean"], 2) if self.rng.random() < 0.3 \
             else [self.rng.choice(LABELS)]
-        rules = [r.id for r in obs.policy_excerpt]
+        rules = [r.id for r in obs.policy_rules]
         cites = self.rng.sample(rules, min(len(rules), self.rng.randint(0, 2)))
         return ModerationAction(content_id=obs.content.id, labels=labels, action=self.rng.choice(ACTIONS),
                                 confidence=round(self.rng.random(), 3), reasoning="random baseline",
@@ -141,9 +149,9 @@ def render_observation(obs: ModerationObservation) -> str:
         "task": obs.task, "instructions": obs.instructions,
         "content": obs.content.model_dump(exclude_none=True) if obs.content else None,
         "thread_history": [m.model_dump() for m in obs.thread_history],
-        "conflicting_policies": [r.id for r in obs.conflicting_policies],
+        "conflicting_policies": list(obs.conflicting_policies),
         "policy_excerpt": [{"id": r.id, "title": r.title, "labels": r.labels, "action": r.action, "text": r.text}
-                           for r in obs.policy_excerpt],
+                           for r in obs.policy_rules],
     }
     return json.dumps(data, ensure_ascii=False, indent=1)
 
@@ -161,7 +169,7 @@ def to_action(obs: ModerationObservation, answer: Any) -> ModerationAction:
         confidence = min(1.0, max(0.0, float(answer.get("confidence", 0.5))))
     except (TypeError, ValueError):
         confidence = 0.5
-    known = {r.id for r in obs.policy_excerpt}
+    known = {r.id for r in obs.policy_rules}
     cites = [c for c in dict.fromkeys(answer.get("policy_citations") or []) if isinstance(c, str) and c in known]
     return ModerationAction(content_id=obs.content.id, labels=labels, action=action, confidence=confidence,
                             reasoning=str(answer.get("reasoning", ""))[:4000], policy_citations=cites[:20])
@@ -187,68 +195,93 @@ def parse_json_answer(text: str) -> Any:
         raise
 
 
+def _send(agent, body: dict) -> dict:
+    """One request of an LLM agent through its transport, with the shared retry policy; the answer JSON."""
+
+    def count(_exc) -> None:
+        agent.retries += 1
+
+    return agent.retry.call_sync(lambda: agent.transport.send_sync(agent.client, body), agent.transport,
+                                 name=f"{agent.name} agent", on_retry=count)
+
+
 class ClaudeAgent:
-    """Claude through the ``anthropic`` SDK, forced to answer with the ``moderate`` tool (this SDK version
-    takes no sampling parameters, so no temperature is sent)."""
+    """Claude through the shared transport (``components/llm``), forced to answer with the ``moderate``
+    tool (this API version takes no sampling parameters, so no temperature is sent).
+
+    The key comes from ``api_key`` or ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN (``environ``, default
+    the process environment), the endpoint from ``base_url`` or ANTHROPIC_BASE_URL; no key raises
+    ``MissingCredentialsError`` (a ValueError). Transient failures (429, 5xx, overloaded, timeouts)
+    are retried ``retries`` times as in generation, ``retry-after`` honoured (``self.retries`` counts
+    them); ``usage`` sums the tokens of every answer, ``failures`` counts the items that fell back to
+    ``request_review``."""
 
     name = "claude"
 
-    def __init__(self, model: str = "claude-sonnet-4-5", api_key: Optional[str] = None,
-                 base_url: Optional[str] = None, max_tokens: int = 1024, timeout_s: float = 60.0):
-        import anthropic
+    def __init__(self, model: str = DEFAULT_CLAUDE_MODEL, api_key: Optional[str] = None,
+                 base_url: Optional[str] = None, max_tokens: int = 1024, timeout_s: float = 60.0, retries: int = 2,
+                 backoff_base_s: float = 1.0, environ: Optional[Mapping[str, str]] = None):
+        from components.llm.anthropic_client import AnthropicTransport
 
-        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-        if not key:
-            raise ValueError("the claude agent needs an API key: export ANTHROPIC_API_KEY=sk-ant-... "
-                             "(ANTHROPIC_BASE_URL points at another endpoint)")
-        self.client = anthropic.Anthropic(api_key=key, base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
-                                          max_retries=1, timeout=timeout_s)
-        self.model, self.max_tokens, self.failures = model, max_tokens, 0
+        self.transport = AnthropicTransport.from_environ(
+            os.environ if environ is None else environ, who="the claude agent talks to the Claude API",
+            otherwise="or pick another agent (local, classifier, random, approve-all)", api_key=api_key,
+            base_url=base_url, timeout_s=timeout_s)
+        self.client = self.transport.sync_client()
+        self.retry = RetryPolicy(retries, backoff_base_s, 30.0)
+        self.model, self.max_tokens, self.failures, self.retries, self.usage = model, max_tokens, 0, 0, Usage()
 
     def act(self, obs: ModerationObservation) -> ModerationAction:
+        """Ask Claude for a decision on ``obs``; the fallback action when that fails or is unusable."""
+        body = {"model": self.model, "max_tokens": self.max_tokens, "system": SYSTEM_PROMPT,
+                "tools": [{"name": TOOL_NAME, "description": "Record the moderation decision for the item.",
+                           "input_schema": decision_schema()}],
+                "tool_choice": {"type": "tool", "name": TOOL_NAME},
+                "messages": [{"role": "user", "content": render_observation(obs)}]}
         try:
-            message = self.client.messages.create(
-                model=self.model, max_tokens=self.max_tokens, system=SYSTEM_PROMPT,
-                tools=[{"name": TOOL_NAME, "description": "Record the moderation decision for the item.",
-                        "input_schema": decision_schema()}],
-                tool_choice={"type": "tool", "name": TOOL_NAME},
-                messages=[{"role": "user", "content": render_observation(obs)}])
-            calls = [b for b in message.content if b.type == "tool_use" and b.name == TOOL_NAME]
+            raw = _send(self, body)
+            self.usage.add(self.transport.usage(raw))
+            calls = [b for b in raw.get("content") or [] if b.get("type") == "tool_use" and b.get("name") == TOOL_NAME]
             if not calls:
-                raise ValueError(f"no {TOOL_NAME} tool call (stop_reason {message.stop_reason})")
-            return to_action(obs, calls[0].input)
+                raise ValueError(f"no {TOOL_NAME} tool call (stop_reason {raw.get('stop_reason')})")
+            return to_action(obs, calls[0].get("input"))
         except Exception as exc:  # any API or parse failure: a cautious fallback, counted
             self.failures += 1
-            return _fallback(obs, f"{type(exc).__name__}: {exc}")
+            return _fallback(obs, describe(exc))
 
 
 class LocalLLMAgent:
-    """Any OpenAI-compatible chat server (llama.cpp, vLLM, Ollama) over httpx, asked for JSON."""
+    """Any OpenAI-compatible chat server (llama.cpp, vLLM, Ollama) through the shared transport
+    (``components/llm``), asked for JSON. ``api_key``: a bearer token if the server wants one.
+    Retries, ``retries``, ``usage`` and ``failures`` as for ``ClaudeAgent``."""
 
     name = "local"
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8080/v1", model: str = "local-model",
-                 api_key: Optional[str] = None, timeout_s: float = 120.0):
-        import httpx
+    def __init__(self, base_url: str = DEFAULT_LOCAL_BASE_URL, model: str = DEFAULT_LOCAL_MODEL,
+                 api_key: Optional[str] = None, timeout_s: float = 120.0, retries: int = 2,
+                 backoff_base_s: float = 1.0):
+        from components.llm.openai_compatible import OpenAICompatibleTransport
 
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=base_url.rstrip("/") + "/", timeout=timeout_s, headers=headers)
-        self.model, self.failures = model, 0
+        self.transport = OpenAICompatibleTransport(base_url, api_key, timeout_s)
+        self.client = self.transport.sync_client()
+        self.retry = RetryPolicy(retries, backoff_base_s, 30.0)
+        self.model, self.failures, self.retries, self.usage = model, 0, 0, Usage()
 
     def act(self, obs: ModerationObservation) -> ModerationAction:
+        """Ask the server for a JSON decision on ``obs``; the fallback action when that fails or is unusable."""
         schema = json.dumps(decision_schema()["properties"])
         body = {"model": self.model, "temperature": 0.0, "response_format": {"type": "json_object"},
                 "messages": [{"role": "system", "content": f"{SYSTEM_PROMPT} Reply with one JSON object with the "
                                                            f"keys of this schema and nothing else: {schema}"},
                              {"role": "user", "content": render_observation(obs)}]}
         try:
-            response = self.client.post("chat/completions", json=body)
-            response.raise_for_status()
-            content = response.json()["choices"][0]["message"]["content"]
+            raw = _send(self, body)
+            self.usage.add(self.transport.usage(raw))
+            content = raw["choices"][0]["message"]["content"]
             return to_action(obs, parse_json_answer(content))
         except Exception as exc:
             self.failures += 1
-            return _fallback(obs, f"{type(exc).__name__}: {exc}")
+            return _fallback(obs, describe(exc))
 
 
 def make_agent(name: str, *, seed: int = 0, model_folder: Optional[Path] = None, **options: Any) -> Agent:

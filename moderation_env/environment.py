@@ -20,8 +20,8 @@ from openenv.core.env_server.types import EnvironmentMetadata
 
 from moderation_env import graders
 from moderation_env.items import GoldItem, ItemBank, default_bank
-from moderation_env.models import (ModerationAction, ModerationObservation, ModerationState,
-                                              ThreadMessage)
+from moderation_env.models import (ModerationAction, ModerationObservation, ModerationState, PolicyRule,
+                                   PublishedItem, ThreadMessage)
 from moderation_env.policy import policy_book
 from components.core.params import BENCHMARK_TASKS
 from moderation_env.vocab import ACTIONS, LABELS
@@ -175,6 +175,10 @@ class ModerationEnvironment(Environment[ModerationAction, ModerationObservation,
         s = self._state
         s.step_count += 1
         s.rewards.append(round(grade.reward, 6))
+        s.decisions_log.append({"step": s.step_count - 1, "content_id": action.content_id[:128],
+                                "labels": list(action.labels), "action": action.action,
+                                "confidence": action.confidence, "reward": round(grade.reward, 6),
+                                "breakdown": dict(grade.components)})
         s.total_reward = round(sum(s.rewards), 6)
         self._last = grade.components
         if s.step_count >= s.max_steps:
@@ -201,16 +205,26 @@ class ModerationEnvironment(Environment[ModerationAction, ModerationObservation,
     def _observation(self, reward: Optional[float], error: Optional[str]) -> ModerationObservation:
         s, task = self._state, self._task
         assert task is not None
-        common = dict(episode_id=s.episode_id, task=task.name, step=s.step_count, max_steps=s.max_steps,
-                      instructions=task.instructions, last_reward_components=dict(self._last), last_error=error,
-                      reward=reward, done=s.done)
+        common = dict(episode_id=s.episode_id, task=task.name, task_name=task.name, step=s.step_count,
+                      max_steps=s.max_steps, instructions=task.instructions,
+                      last_reward_components=dict(self._last), last_error=error, reward=reward, done=s.done)
         if s.done:
             return ModerationObservation(**common, episode_score=s.episode_score)
         item = self._items[s.step_count]
         history = []
         if item.public.thread_id is not None:
-            history = [ThreadMessage(content_id=m.id, sender=m.public.sender or "", text=m.public.text)
+            history = [ThreadMessage(content_id=m.id, sender=m.public.sender or "", text=m.public.text,
+                                     content_type=m.public.type, author_region=m.public.author_region,
+                                     language=m.public.language)
                        for m in self.bank.threads[item.public.thread_id][: item.public.message_index]]
+        rules = self.book.excerpt(item.public.type)
         return ModerationObservation(
-            **common, content=item.public, policy_excerpt=self.book.excerpt(item.public.type),
-            thread_history=history, conflicting_policies=[self.book[r].public() for r in item.conflicting_policies])
+            **common, content=item.public, content_item=PublishedItem.of(item.public),
+            policy_excerpt=policy_text(rules), policy_rules=rules, thread_history=history,
+            conflicting_policies=list(item.conflicting_policies),
+            conflicting_rules=[self.book[r].public() for r in item.conflicting_policies])
+
+
+def policy_text(rules: list[PolicyRule]) -> str:
+    """The rules as the published environment's ``policy_excerpt`` text: ``[ID] title: text`` per line."""
+    return "\n".join(f"[{r.id}] {r.title}: {r.text}" for r in rules)

@@ -6,6 +6,8 @@ as JSONL); ``OpenAIStandIn`` speaks OpenAI chat completions (POST /v1/chat/compl
 real SDK and httpx code of the backends talk to them. Answers are built from the request (the
 number of examples and the categories the prompt asks for), so they are valid unless a fault
 is queued: ``server.faults.append("429:1")`` makes the next request a 429 with retry-after 1.
+Other callers (the environment's agents) pass ``answer(body) -> JSON`` for the 200 answers;
+faults are served the same way for them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _COUNT = re.compile(r"Return exactly (\d+) examples")
@@ -50,8 +53,44 @@ def canned_examples(prompt: str, fault: str | None = None) -> list[dict]:
     return out
 
 
+# -- the environment's agents: a moderation decision for an observation
+
+
+def decision_for(prompt: str) -> dict:
+    """What the stand-in model answers: a plausible decision, plus junk the agent must drop."""
+    content = json.loads(prompt)["content"]
+    if content["type"] == "ad_copy":
+        return {"labels": ["clean"], "action": "restrict", "confidence": 0.7, "reasoning": "age targeting",
+                "policy_citations": ["AD_AGE_001", "XX_FAKE_001"]}
+    return {"labels": ["spam", "profanity", "spam"], "action": "remove", "confidence": 7,
+            "reasoning": "looks like bulk promotion", "policy_citations": ["CS_SPAM_001"]}
+
+
+def anthropic_decision(body: dict) -> dict:
+    """A Messages API answer of the environment's Claude agent: a ``moderate`` tool call (text for a model named *broken*)."""
+    prompt = body["messages"][0]["content"]
+    if "broken" in body["model"]:
+        content = [{"type": "text", "text": "I'd rather not use tools."}]
+    else:
+        content = [{"type": "tool_use", "id": "toolu_01", "name": "moderate", "input": decision_for(prompt)}]
+    return {"id": "msg_01", "type": "message", "role": "assistant", "model": body["model"], "content": content,
+            "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 100, "output_tokens": 20}}
+
+
+def chat_decision(body: dict) -> dict:
+    """A chat-completions answer of the environment's local agent: fenced JSON (no JSON for model ``broken``)."""
+    if body["model"] == "broken":
+        text = "sorry, no JSON today"
+    else:
+        text = "```json\n" + json.dumps(decision_for(body["messages"][-1]["content"])) + "\n```"
+    return {"id": "c1", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 300, "completion_tokens": 30}}
+
+
 class _StandIn:
-    def __init__(self):
+    def __init__(self, answer: Callable[[dict], dict] | None = None):
+        self.answer = answer  # the 200 answer to a request body; None: canned generation examples
         self.faults: deque[str] = deque()
         self.log: list[dict] = []  # every request: method, path, body, time, status
         self.lock = threading.Lock()
@@ -111,7 +150,7 @@ class _StandIn:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 entry = {"method": method, "path": self.path, "body": body, "time": time.monotonic(),
-                         "headers": dict(self.headers)}
+                         "headers": {k.lower(): v for k, v in self.headers.items()}}
                 with standin.lock:
                     standin.log.append(entry)
                 if standin.delay_s:
@@ -147,8 +186,8 @@ def _error(status: int, kind: str, message: str, headers: dict | None = None):
 class AnthropicStandIn(_StandIn):
     """POST /v1/messages and the Message Batches endpoints."""
 
-    def __init__(self, batch_polls: int = 1):
-        super().__init__()
+    def __init__(self, batch_polls: int = 1, answer: Callable[[dict], dict] | None = None):
+        super().__init__(answer)
         self.batches: dict[str, dict] = {}
         self.batch_polls = batch_polls  # GETs of a batch before it has ended
         self.fail_batch_polls = False
@@ -187,7 +226,7 @@ class AnthropicStandIn(_StandIn):
             if fault == "401":
                 return _error(401, "authentication_error", "invalid x-api-key")
             self._count_ok()
-            return 200, self.message(body, fault), {}
+            return 200, self.answer(body) if self.answer else self.message(body, fault), {}
         if method == "POST" and path == "/v1/messages/batches":
             fault = self._next_fault()
             if fault == "500":
@@ -246,7 +285,11 @@ class OpenAIStandIn(_StandIn):
             return 429, {"error": {"message": "busy"}}, {"retry-after": fault.partition(":")[2] or "0"}
         if fault in ("500", "503"):
             return int(fault), {"error": {"message": "server error"}}, {}
+        if fault == "401":
+            return 401, {"error": {"message": "invalid token"}}, {}
         self._count_ok()
+        if self.answer:
+            return 200, self.answer(body), {}
         prompt = body["messages"][-1]["content"]
         message: dict = {"role": "assistant"}
         if fault == "refusal":

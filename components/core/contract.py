@@ -25,11 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from components.core.taxonomy import LABELS, split_prefix
+# The text rules, also imported from here by the other doors (ingest, the CLI).
+from components.core.validity import (  # noqa: F401
+    bad_string,
+    duplicate_key,
+    is_visible,
+    loads_keeping_duplicates,
+    text_problem,
+    utf8_problem,
+)
 
 _LABEL_SET = frozenset(LABELS)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _TOP_KEYS = frozenset({"id", "text", "labels", "metadata"})
+_BOM = b"\xef\xbb\xbf"
 
 
 class ContractError(ValueError):
@@ -37,11 +47,13 @@ class ContractError(ValueError):
 
 
 class TooManyRejectsError(ContractError):
-    pass
+    """More lines of a file break the contract than the step allows (all are in its rejects file)."""
 
 
 @dataclass
 class Record:
+    """One example: its id, its (prefixed) text, all 18 labels and its metadata."""
+
     id: str
     text: str
     labels: dict[str, int]
@@ -49,19 +61,24 @@ class Record:
 
     @property
     def group(self) -> str:
+        """The split group: the id of the example this one derives from (itself by default)."""
         return str(self.metadata.get("group") or self.id)
 
     @property
     def source(self) -> str:
+        """Where the record came from (``metadata.source``)."""
         return str(self.metadata.get("source", ""))
 
     def label_vector(self) -> list[int]:
+        """The 18 labels as 0/1 in canonical order."""
         return [self.labels[name] for name in LABELS]
 
     def positive_labels(self) -> list[str]:
+        """The names of the labels set to 1, in canonical order."""
         return [name for name in LABELS if self.labels[name]]
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as its JSONL object, labels in canonical order."""
         return {
             "id": self.id,
             "text": self.text,
@@ -79,10 +96,27 @@ def make_labels(positive: Iterable[str] = ()) -> dict[str, int]:
     return {name: int(name in positive) for name in LABELS}
 
 
+def parse_json_line(line: str) -> Any:
+    """Parse one JSONL line; malformed JSON and a key named twice (at any depth) are ContractErrors."""
+    try:
+        obj = loads_keeping_duplicates(line)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ContractError("malformed JSON: nested too deeply") from None
+    problem = duplicate_key(obj)
+    if problem:
+        raise ContractError(problem)
+    return obj
+
+
 def validate_record(obj: Any) -> Record:
     """Check one parsed JSON value against the contract; the error says what is wrong."""
     if not isinstance(obj, Mapping):
         raise ContractError(f"record must be a JSON object, got {type(obj).__name__}")
+    bad = bad_string(obj)
+    if bad:
+        raise ContractError(bad)
     extra = set(obj) - _TOP_KEYS
     if extra:
         raise ContractError(f"unexpected field(s) {sorted(extra)}; a record has id, text, labels, metadata")
@@ -101,8 +135,9 @@ def validate_record(obj: Any) -> Record:
         _, raw = split_prefix(text)
     except ValueError as exc:
         raise ContractError(f"text has a bad context prefix: {exc}") from None
-    if not raw.strip():
-        raise ContractError("text is empty")
+    problem = text_problem(raw)
+    if problem:
+        raise ContractError(problem)
 
     labels = obj["labels"]
     if not isinstance(labels, Mapping):
@@ -135,34 +170,54 @@ def validate_record(obj: Any) -> Record:
 
 @dataclass
 class RejectedRecord:
+    """A line that broke the contract: its file, line number, the reason (with the fix) and the raw line."""
+
     path: str
     line: int
     reason: str
     raw: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The rejects-file row: file, line, reason, raw."""
         return {"file": self.path, "line": self.line, "reason": self.reason, "raw": self.raw}
 
 
 @dataclass
 class ReadResult:
+    """What reading a JSONL file gave: the valid records and the rejected lines."""
+
     records: list[Record]
     rejects: list[RejectedRecord]
 
     @property
     def total(self) -> int:
+        """Non-blank lines read."""
         return len(self.records) + len(self.rejects)
 
     @property
     def reject_fraction(self) -> float:
+        """The share of lines rejected (0 for an empty file)."""
         return len(self.rejects) / self.total if self.total else 0.0
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                yield lineno, line.rstrip("\n")
+def iter_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
+    """``(line number, text, problem)`` for every non-blank line; ``problem`` names a line that is not UTF-8.
+
+    Lines end at "\\n" only (a JSON string may hold U+2028); a leading byte-order mark is dropped.
+    """
+    data = Path(path).read_bytes()
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            yield lineno, raw.decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            yield lineno, raw.decode("utf-8", "backslashreplace"), (
+                f"line is not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}; "
+                "re-save the file as UTF-8")
 
 
 def parse_lines(path: Path) -> ReadResult:
@@ -171,18 +226,12 @@ def parse_lines(path: Path) -> ReadResult:
     records: list[Record] = []
     rejects: list[RejectedRecord] = []
     seen: dict[str, int] = {}
-    try:
-        lines = list(iter_lines(path))
-    except UnicodeDecodeError as exc:
-        raise ContractError(f"{path}: not UTF-8 text ({exc}); re-save the file as UTF-8") from None
-    for lineno, line in lines:
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            rejects.append(RejectedRecord(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}", line))
+    for lineno, line, problem in iter_lines(path):
+        if problem:
+            rejects.append(RejectedRecord(str(path), lineno, problem, line))
             continue
         try:
-            record = validate_record(obj)
+            record = validate_record(parse_json_line(line))
         except ContractError as exc:
             rejects.append(RejectedRecord(str(path), lineno, str(exc), line))
             continue
@@ -258,11 +307,23 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    """JSON text that can always be written as UTF-8: a lone surrogate (only a reject's raw text
+    or a caller's bug can hold one) is written as its \\u escape instead of crashing the write."""
+    text = json.dumps(obj, ensure_ascii=False, **kwargs)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, **kwargs)
+    return text
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write one JSON object a line, atomically; returns the number of lines."""
     n = 0
     with atomic_write(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=False))
+            fh.write(_dumps(row, sort_keys=False))
             fh.write("\n")
             n += 1
     return n
@@ -283,6 +344,7 @@ def write_records(path: str | os.PathLike, records: Iterable[Record]) -> int:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write one JSON document (indented), atomically."""
     with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=False)
+        fh.write(_dumps(obj, indent=2, sort_keys=False))
         fh.write("\n")

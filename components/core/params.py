@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.core.taxonomy import AUDIENCES, LABELS, SURFACES
@@ -328,22 +327,62 @@ class Params(_Strict):
 
 
 class ParamsError(ValueError):
-    pass
+    """params.yaml cannot be used; the message names the file, the key or line, and the fix."""
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+def _where(doc, loc: tuple) -> str:
+    keys = [p for p in loc if not isinstance(p, int)] if loc else []
+    name = ".".join(str(p) for p in loc) or "(the whole file)"
+    line = doc.line_of(keys) if keys else None
+    return f"{name} (line {line})" if line else name
+
+
+def _section_keys(loc: tuple) -> list[str]:
+    """The keys the section at ``loc`` takes (for "unknown key" messages); [] when not a fixed section."""
+    model: object = Params
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = fields[part].annotation
+    return list(getattr(model, "model_fields", {}) or [])
+
+
+def read_params_file(path: str | os.PathLike = "params.yaml"):
+    """params.yaml as a checked YAML document (UTF-8, valid syntax, no key twice), not yet validated."""
+    from components.core.yaml_doc import YamlFileError, read_yaml
+
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no params file; run from the project root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text("utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        doc = read_yaml(path)
+    except YamlFileError as exc:
+        raise ParamsError(str(exc)) from None
+    if doc.data is not None and not isinstance(doc.data, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections (paths, generate, train, ...), "
+                          f"got a {type(doc.data).__name__}")
+    return doc
+
+
+def validate_params(raw: object, doc=None, path: str | os.PathLike = "params.yaml") -> Params:
+    """Validate a params mapping; every problem is listed with its dotted key (and line, given ``doc``)."""
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw or {})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {loc}: {err['msg']}")
+            where = _where(doc, err["loc"]) if doc is not None else ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                keys = _section_keys(err["loc"][:-1])
+                lines.append(f"  {where}: unknown key (a typo?)" + (f"; valid keys: {', '.join(keys)}" if keys else ""))
+                continue
+            got = "" if err["type"] == "missing" else f" (got {str(err.get('input'))[:60]!r})"
+            lines.append(f"  {where}: {err['msg']}{got}")
         raise ParamsError(f"{path}: invalid params:\n" + "\n".join(lines)) from None
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    """params.yaml, read strictly and validated: a ParamsError names what is wrong and where."""
+    doc = read_params_file(path)
+    return validate_params(doc.data, doc, path)

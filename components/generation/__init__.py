@@ -58,7 +58,7 @@ def with_llm_report(backend: GenerationBackend, jobs: list[Job], rejects_path: P
     prefetch, report = getattr(backend, "prefetch", None), getattr(backend, "report", None)
     shown_anyway: tuple = ()
     if report is not None:
-        from components.generation.llm import TooManyLLMRejectsError
+        from components.generation.errors import TooManyLLMRejectsError
 
         shown_anyway = (TooManyLLMRejectsError,)
     try:

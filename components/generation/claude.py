@@ -1,57 +1,39 @@
-"""Claude through the ``anthropic`` SDK: forced tool use, a cached system prompt, Message Batches.
+"""Claude as generation speaks it: forced tool use and a cached system prompt.
 
-Only how a request is written, sent and read lives here; prompts, validation, the cache, rate
-limits, retries and cost are ``llm.py``'s, shared with the local backend. The SDK's own retries
-are off (``max_retries=0``): ``llm.py`` retries every request once, with the rate limiter in
-the loop and ``retry-after`` honoured, and counts the retries in the statistics.
+Only how a generation request is written and its answer read, and what a failure means to
+the user, live here. The client, sending, retries, rate limits and token accounting are the
+shared transport's (``components/llm``); prompts, validation, the cache and cost are the
+generation modules' (``llm.py`` and its neighbours), shared with the local backend.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
-import anthropic
-
-from components.generation.llm import (
-    Answer, BackendUnavailableError, GenerationError, LLMBackend, MissingCredentialsError, Prompt, Usage,
-    looks_like_refusal, parse_retry_after, tool_schema,
-)
-from components.generation.llm import prompt_data as _prompt_data
 from components.core.params import ClaudeParams
+from components.generation.answers import Answer, looks_like_refusal
+from components.generation.errors import BackendUnavailableError, GenerationError, MissingCredentialsError
+from components.generation.fetch import Dialect
+from components.generation.llm import LLMBackend
+from components.generation.prompts import Prompt, prompt_data, tool_schema
+from components.llm.anthropic_client import AnthropicTransport, missing_key_message
+from components.llm.errors import describe
 
-KEY_HELP = (
-    "generate.backend is claude but no API key is set. Set one in the environment "
-    "(export ANTHROPIC_API_KEY=sk-ant-...; ANTHROPIC_BASE_URL points at another endpoint), "
-    "or generate without a network: generate.backend: offline in params.yaml (or --backend offline)."
-)
-_TRANSIENT_BATCH_ERRORS = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
+KEY_WHO = "generate.backend is claude"
+KEY_OTHERWISE = "or generate without a network: generate.backend: offline in params.yaml (or --backend offline)"
+KEY_HELP = missing_key_message(KEY_WHO, KEY_OTHERWISE)
 
 
-class ClaudeTransport:
+class ClaudeDialect(Dialect):
+    """Generation requests to Claude over ``api`` (an ``AnthropicTransport``)."""
+
     name = "claude"
     supports_batches = True
 
-    def __init__(self, params: ClaudeParams, api_key: str | None, base_url: str | None = None,
-                 auth_token: str | None = None):
-        self.params = params
-        self.model = params.model
-        self._credentials = {"api_key": api_key} if api_key else {"auth_token": auth_token}
-        self._base_url = base_url
-        self.endpoint = base_url or "https://api.anthropic.com"
-
-    @contextlib.asynccontextmanager
-    async def client(self):
-        client = anthropic.AsyncAnthropic(**self._credentials, base_url=self._base_url, max_retries=0,
-                                          timeout=self.params.timeout_s)
-        try:
-            yield client
-        finally:
-            await client.close()
-
     def request_body(self, prompt: Prompt, params: ClaudeParams) -> dict:
-        tool = _prompt_data()["tool"]
+        """The Messages API body: system blocks (the last one cached), the forced answer tool, the user turn."""
+        tool = prompt_data()["tool"]
         *head, last = prompt.system
         system = [{"type": "text", "text": t} for t in head]
         system.append({"type": "text", "text": last, "cache_control": {"type": "ephemeral"}})
@@ -67,26 +49,19 @@ class ClaudeTransport:
             body["temperature"] = params.temperature
         return body
 
-    async def send(self, client: anthropic.AsyncAnthropic, body: dict) -> dict:
-        body = dict(body)
-        # The SDK (API version 2026-10-21) has no sampling parameters; one set in params goes as is.
-        extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
-        message = await client.messages.create(**body, extra_body=extra)
-        return message.to_dict()
-
     def parse(self, raw: dict) -> Answer:
-        u = raw.get("usage") or {}
-        usage = Usage(int(u.get("input_tokens") or 0), int(u.get("output_tokens") or 0),
-                      int(u.get("cache_creation_input_tokens") or 0), int(u.get("cache_read_input_tokens") or 0))
+        """The examples of the tool call in a message (JSON), or why there are none."""
+        usage = self.api.usage(raw)
+        name = prompt_data()["tool"]["name"]
         blocks = raw.get("content") or []
         text = " ".join(b.get("text", "") for b in blocks if b.get("type") == "text").strip()
-        calls = [b for b in blocks if b.get("type") == "tool_use" and b.get("name") == _prompt_data()["tool"]["name"]]
+        calls = [b for b in blocks if b.get("type") == "tool_use" and b.get("name") == name]
         if raw.get("stop_reason") == "refusal":
             return Answer(None, usage, refusal=text or "stop_reason refusal")
         if not calls:
             if looks_like_refusal(text):
                 return Answer(None, usage, refusal=text)
-            return Answer(None, usage, malformed=f"no {_prompt_data()['tool']['name']} tool call (stop_reason "
+            return Answer(None, usage, malformed=f"no {name} tool call (stop_reason "
                                                  f"{raw.get('stop_reason')}): {text[:200]!r}")
         tool_input = calls[0].get("input")
         if not isinstance(tool_input, Mapping) or not isinstance(tool_input.get("examples"), list):
@@ -94,77 +69,30 @@ class ClaudeTransport:
             return Answer(None, usage, malformed=f"tool input has {why}: {str(tool_input)[:200]}")
         return Answer(list(tool_input["examples"]), usage)
 
-    # -- errors
-
-    def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, (anthropic.APIConnectionError, anthropic.RateLimitError, anthropic.InternalServerError)):
-            return True
-        return isinstance(exc, anthropic.APIStatusError) and exc.status_code in (408, 409, 429) or (
-            isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500)
-
-    def retry_after(self, exc: BaseException) -> float | None:
-        response = getattr(exc, "response", None)
-        return parse_retry_after(response.headers) if response is not None else None
-
     def unavailable(self, exc: BaseException, attempts: int) -> GenerationError:
         return BackendUnavailableError(
-            f"the Claude API at {self.endpoint} still failed after {attempts} tries: {_describe(exc)}. Everything "
+            f"the Claude API at {self.endpoint} still failed after {attempts} tries: {describe(exc)}. Everything "
             "answered so far is cached; rerun the step later to continue, or lower generate.claude."
             "requests_per_minute / tokens_per_minute / concurrency."
         )
 
     def fatal(self, exc: BaseException) -> GenerationError | None:
-        if isinstance(exc, anthropic.AuthenticationError):
-            return MissingCredentialsError(f"the Claude API rejected the key ({_describe(exc)}); check ANTHROPIC_API_KEY")
-        if isinstance(exc, anthropic.NotFoundError):
-            return GenerationError(f"the Claude API does not know model {self.model!r} ({_describe(exc)}); "
+        if self.api.rejected_key(exc):
+            return MissingCredentialsError(f"the Claude API rejected the key ({describe(exc)}); check ANTHROPIC_API_KEY")
+        if self.api.unknown_model(exc):
+            return GenerationError(f"the Claude API does not know model {self.model!r} ({describe(exc)}); "
                                    "set generate.claude.model to a model your key can use")
-        if isinstance(exc, anthropic.APIStatusError):
+        if self.api.refused(exc):
             hint = ""
-            if self.params.temperature is not None and "temperature" in _describe(exc):
+            if self.params.temperature is not None and "temperature" in describe(exc):
                 hint = "; remove generate.claude.temperature (this API version takes no sampling parameters)"
-            return GenerationError(f"the Claude API refused the request: {_describe(exc)}{hint}")
+            return GenerationError(f"the Claude API refused the request: {describe(exc)}{hint}")
         return None
-
-    # -- Message Batches
-
-    async def submit_batch(self, client: anthropic.AsyncAnthropic, items: list[tuple[str, dict]]) -> str:
-        batch = await client.messages.batches.create(requests=[{"custom_id": k, "params": body} for k, body in items])
-        return batch.id
-
-    async def batch_status(self, client: anthropic.AsyncAnthropic, batch_id: str) -> dict:
-        batch = await client.messages.batches.retrieve(batch_id)
-        counts = batch.request_counts.to_dict() if batch.request_counts else {}
-        return {"status": batch.processing_status, "counts": counts}
-
-    async def batch_results(self, client: anthropic.AsyncAnthropic, batch_id: str) -> list[tuple[str, str, dict | None]]:
-        out = []
-        async for row in await client.messages.batches.results(batch_id):
-            result = row.result
-            if result.type == "succeeded":
-                out.append((row.custom_id, "succeeded", result.message.to_dict()))
-            elif result.type == "errored":
-                out.append((row.custom_id, "errored", result.error.to_dict()))
-            else:
-                out.append((row.custom_id, result.type, None))
-        return out
-
-    def is_transient_batch_error(self, payload: dict | None) -> bool:
-        error = (payload or {}).get("error") or {}
-        return error.get("type") in _TRANSIENT_BATCH_ERRORS
-
-
-def _describe(exc: BaseException) -> str:
-    status = getattr(exc, "status_code", None)
-    message = getattr(exc, "api_message", None) or getattr(exc, "message", None) or str(exc)
-    return f"HTTP {status}: {message}" if status else f"{type(exc).__name__}: {message}"
 
 
 def claude_backend(params: ClaudeParams, seed: int, cache_dir: str | Path, environ: Mapping[str, str],
                    progress: bool | None = None) -> LLMBackend:
-    """The Claude backend; stops before any work when no key is set."""
-    api_key, auth_token = environ.get("ANTHROPIC_API_KEY"), environ.get("ANTHROPIC_AUTH_TOKEN")
-    if not (api_key or auth_token):
-        raise MissingCredentialsError(KEY_HELP)
-    transport = ClaudeTransport(params, api_key, environ.get("ANTHROPIC_BASE_URL") or None, auth_token)
-    return LLMBackend(transport, params, seed, cache_dir, progress)
+    """The Claude backend, its key from ``environ`` (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN,
+    ANTHROPIC_BASE_URL). Raises MissingCredentialsError before any work when no key is set."""
+    api = AnthropicTransport.from_environ(environ, who=KEY_WHO, otherwise=KEY_OTHERWISE, timeout_s=params.timeout_s)
+    return LLMBackend(ClaudeDialect(params, api), params, seed, cache_dir, progress)

@@ -1,58 +1,37 @@
-"""Any OpenAI-compatible chat-completions server (llama.cpp server, vLLM, Ollama) over httpx.
+"""An OpenAI-compatible chat-completions server (llama.cpp server, vLLM, Ollama) as generation speaks it.
 
-The same prompts, JSON answer, cache, validation, retries and statistics as Claude (all in
-``llm.py``); only the request and the answer's shape differ. A dead or slow server fails
-after ``generate.local.retries`` retries with an error naming the URL and how to start one.
+The same prompts, JSON answer, cache, validation, retries and statistics as Claude; only the
+request and the answer's shape differ. Sending, retries and the client are the shared
+transport's (``components/llm/openai_compatible.py``). A dead or slow server fails after
+``generate.local.retries`` retries with an error naming the URL and how to start one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-
-from components.generation.llm import (
-    Answer, BackendUnavailableError, GenerationError, LLMBackend, Prompt, Usage, looks_like_refusal,
-    parse_retry_after, prompt_data, tool_schema,
-)
 from components.core.params import LocalParams
+from components.generation.answers import Answer, looks_like_refusal
+from components.generation.errors import BackendUnavailableError, GenerationError
+from components.generation.fetch import Dialect
+from components.generation.llm import LLMBackend
+from components.generation.prompts import Prompt, prompt_data, tool_schema
+from components.llm.openai_compatible import START_HELP, HTTPStatusError, OpenAICompatibleTransport
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-_START_HELP = (
-    "start one (llama.cpp: `llama-server -m model.gguf --port 8080`; Ollama: `ollama serve`, base_url "
-    "http://127.0.0.1:11434/v1; vLLM: `vllm serve MODEL`, base_url http://127.0.0.1:8000/v1) and point "
-    "generate.local.base_url at it, or generate without a model: generate.backend: offline"
-)
+_START_HELP = f"{START_HELP} and point generate.local.base_url at it, or generate without a model: generate.backend: offline"
 
 
-class LocalHTTPError(Exception):
-    def __init__(self, status: int, body: str, headers: Mapping[str, str]):
-        super().__init__(f"HTTP {status}: {body[:300]}")
-        self.status, self.body, self.headers = status, body, headers
+class LocalDialect(Dialect):
+    """Generation requests to a chat-completions server over ``api`` (an ``OpenAICompatibleTransport``)."""
 
-
-class LocalTransport:
     name = "local_llm"
-    supports_batches = False
-
-    def __init__(self, params: LocalParams, api_key: str | None = None):
-        self.params = params
-        self.model = params.model
-        self.endpoint = params.base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-    @contextlib.asynccontextmanager
-    async def client(self):
-        limits = httpx.Limits(max_connections=self.params.concurrency)
-        async with httpx.AsyncClient(base_url=self.endpoint + "/", timeout=self.params.timeout_s, headers=self._headers,
-                                     limits=limits) as client:
-            yield client
 
     def request_body(self, prompt: Prompt, params: LocalParams) -> dict:
+        """The chat-completions body: one system message (prompt blocks + JSON instructions), the user turn."""
         d = prompt_data()
         system = "\n\n".join((*prompt.system, d["json_instructions"].strip()))
         body = {
@@ -68,19 +47,9 @@ class LocalTransport:
             body["response_format"] = {"type": "json_object"}
         return body
 
-    async def send(self, client: httpx.AsyncClient, body: dict) -> dict:
-        response = await client.post("chat/completions", json=body)
-        if response.status_code >= 400:
-            raise LocalHTTPError(response.status_code, response.text, response.headers)
-        try:
-            return response.json()
-        except json.JSONDecodeError:
-            # A server that answers 200 with a non-JSON body: keep it, the parser rejects it.
-            return {"choices": [], "invalid_body": response.text[:2000]}
-
     def parse(self, raw: dict) -> Answer:
-        u = raw.get("usage") or {}
-        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        """The examples of the first choice's JSON (bare or fenced), or why there are none."""
+        usage = self.api.usage(raw)
         choices = raw.get("choices") or []
         if not choices:
             return Answer(None, usage, malformed=f"no choices in the answer: {str(raw)[:200]}")
@@ -105,20 +74,10 @@ class LocalTransport:
             return Answer(None, usage, malformed=f"no examples list: {content[:200]!r}")
         return Answer(obj["examples"], usage)
 
-    # -- errors
-
-    def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, LocalHTTPError):
-            return exc.status in (408, 409, 429) or exc.status >= 500
-        return isinstance(exc, (httpx.TransportError, httpx.TimeoutException))
-
-    def retry_after(self, exc: BaseException) -> float | None:
-        return parse_retry_after(exc.headers) if isinstance(exc, LocalHTTPError) else None
-
     def unavailable(self, exc: BaseException, attempts: int) -> GenerationError:
-        if isinstance(exc, httpx.TimeoutException):
+        if self.api.timed_out(exc):
             what = f"did not answer within generate.local.timeout_s={self.params.timeout_s:g}s"
-        elif isinstance(exc, httpx.TransportError):
+        elif self.api.unreachable(exc):
             what = f"could not be reached ({type(exc).__name__}: {exc or 'connection failed'})"
         else:
             what = f"kept failing ({exc})"
@@ -128,7 +87,7 @@ class LocalTransport:
         )
 
     def fatal(self, exc: BaseException) -> GenerationError | None:
-        if not isinstance(exc, LocalHTTPError):
+        if not isinstance(exc, HTTPStatusError):
             return None
         hint = ""
         if exc.status == 404:
@@ -142,7 +101,10 @@ class LocalTransport:
 
 def local_backend(params: LocalParams, seed: int, cache_dir: str | Path, environ: Mapping[str, str],
                   progress: bool | None = None) -> LLMBackend:
+    """The local backend; its bearer token from ``environ[params.api_key_env]`` when that is set.
+    Raises GenerationError when ``api_key_env`` names a variable that is not set."""
     api_key = environ.get(params.api_key_env) if params.api_key_env else None
     if params.api_key_env and not api_key:
         raise GenerationError(f"generate.local.api_key_env names {params.api_key_env}, which is not set")
-    return LLMBackend(LocalTransport(params, api_key), params, seed, cache_dir, progress)
+    api = OpenAICompatibleTransport(params.base_url, api_key, params.timeout_s, params.concurrency)
+    return LLMBackend(LocalDialect(params, api), params, seed, cache_dir, progress)

@@ -5,15 +5,15 @@ trains), the ONNX export, and the PyTorch reference in parity checks, so the poo
 trains the head is byte-for-byte the pooling that ships.
 
 A checkpoint is a folder: ``encoder/`` (a transformers model and its tokenizer),
-``head.pt`` (the linear layer) and ``classifier.json`` (labels, pooling, max length, base model).
+``head.pt`` (the linear layer) and ``classifier.json`` (labels, pooling, max length, base model);
+the folder format itself lives in :mod:`components.model.folder`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,50 +21,11 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from components.core.taxonomy import AUDIENCES, LABELS, SURFACES
+from components.core.taxonomy import LABELS
+from components.model.folder import CheckpointError, ClassifierConfig
+from components.model.scoring import length_sorted_batches
 
 log = logging.getLogger(__name__)
-CONFIG_NAME = "classifier.json"
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-@dataclass
-class ClassifierConfig:
-    labels: list[str] = field(default_factory=lambda: list(LABELS))
-    base_model: str = ""
-    mode: str = "head"
-    max_length: int = 128
-    normalize: bool = True
-    hidden_size: int = 384
-    head_hidden: int = 0  # 0: a linear head; N: one hidden layer of N units (GELU, dropout)
-    vocab_size: int = 0
-    prefix_scheme: str = "[AUDIENCE][SURFACE] text"
-    audiences: list[str] = field(default_factory=lambda: list(AUDIENCES))
-    surfaces: list[str] = field(default_factory=lambda: list(SURFACES))
-
-    def save(self, folder: Path) -> None:
-        from components.core.contract import write_json
-
-        write_json(Path(folder) / CONFIG_NAME, asdict(self))
-
-    @classmethod
-    def load(cls, folder: Path) -> "ClassifierConfig":
-        path = Path(folder) / CONFIG_NAME
-        if not path.exists():
-            raise CheckpointError(f"{folder}: no {CONFIG_NAME}; this is not a classifier folder (run the train step)")
-        try:
-            cfg = cls(**json.loads(path.read_text("utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise CheckpointError(f"{path}: unreadable ({exc}); re-run the step that wrote it") from None
-        if cfg.labels != list(LABELS):
-            raise CheckpointError(
-                f"{path}: the model's labels differ from this project's taxonomy "
-                f"({len(cfg.labels)} vs {len(LABELS)} categories); retrain it with this version"
-            )
-        return cfg
 
 
 def _uses_normalize(encoder_dir: Path) -> bool:
@@ -136,13 +97,6 @@ class ModerationClassifier(nn.Module):
         model.head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
         model.eval()
         return model, AutoTokenizer.from_pretrained(str(folder / "encoder"))
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Indices in batches of similar length: padding (and so compute) stays small."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ is needed to load it: no PyTorch, no training code, no params file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -19,24 +18,17 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from components.model.classifier import CheckpointError, ClassifierConfig, length_sorted_batches
 from components.core.taxonomy import LABELS, ContextPrefix, category, split_prefix
+from components.model.folder import (
+    MANIFEST_NAME,
+    THRESHOLDS_NAME,
+    VARIANT_FILES,
+    ClassifierConfig,
+    ModelFolderError,
+    sha256_file,
+)
+from components.model.scoring import flags as flag_matrix, length_sorted_batches
 
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-THRESHOLDS_NAME = "thresholds.json"
-MANIFEST_NAME = "manifest.json"
-
-
-class ModelFolderError(CheckpointError):
-    pass
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -141,9 +133,9 @@ class OnnxClassifier:
     def flags(self, probs: np.ndarray) -> list[list[Flag]]:
         """The categories over their tuned threshold, most severe first, for each row of probabilities."""
         result = []
-        for row in probs:
+        for row, flagged in zip(probs, flag_matrix(probs, self.thresholds)):
             hits = [Flag(name, float(row[i]), float(self.thresholds[i]), category(name).severity)
-                    for i, name in enumerate(LABELS) if row[i] >= self.thresholds[i]]
+                    for i, name in enumerate(LABELS) if flagged[i]]
             result.append(sorted(hits, key=lambda f: (_SEVERITY_RANK[f.severity], -f.score)))
         return result
 

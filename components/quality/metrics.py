@@ -1,4 +1,5 @@
-"""Evaluation metrics, threshold tuning, the quality gate and plot data.
+"""Evaluation metrics and threshold tuning (the gate is :mod:`components.quality.gate`, plots
+:mod:`components.quality.plots`).
 
 Pure functions over numpy arrays: ``y_true`` is a 0/1 int array ``[n, 18]`` and ``probs`` a float
 array ``[n, 18]``, both in ``LABELS`` order. Nothing here loads a model or knows about stages,
@@ -12,8 +13,6 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,29 +21,32 @@ from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     f1_score,
-    precision_recall_curve,
     precision_recall_fscore_support,
 )
 
-from components.core.contract import Record, atomic_write, write_json
+from components.core.contract import Record
 from components.core.params import EvaluateParams
 from components.core.taxonomy import LABELS
+from components.model.scoring import flags
 
 log = logging.getLogger(__name__)
 
 # Slack for ">=" against a configured limit: 0.9 - 0.01 is not exactly 0.89 in floating point,
 # and a gate must not fail on the last bit of a float.
-_EPS = 1e-9
+EPS = 1e-9
 _GRID_DECIMALS = 6
-_MAX_PR_POINTS = 200
 
 
 # ---------------------------------------------------------------------------------------------
 # input checks
 
 
-def _check_arrays(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Coerce and validate the two arrays, so a shape slip fails here and not as a wrong number."""
+def check_arrays(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Coerce and validate ``y_true`` (0/1 ``[n, 18]``) and ``probs`` (in [0, 1], same shape).
+
+    Returns them as int and float arrays; raises ValueError naming what is wrong, so a shape
+    slip fails here and not as a wrong number.
+    """
     y = np.asarray(y_true)
     p = np.asarray(probs, dtype=float)
     k = len(LABELS)
@@ -61,16 +63,9 @@ def _check_arrays(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(int), p
 
 
-def _threshold_vector(thresholds: Mapping[str, float]) -> np.ndarray:
-    missing = [c for c in LABELS if c not in thresholds]
-    if missing:
-        raise ValueError(f"thresholds missing for {missing}; tune_thresholds gives one per category")
-    return np.array([float(thresholds[c]) for c in LABELS])
-
-
 def _decisions(probs: np.ndarray, thresholds: Mapping[str, float]) -> np.ndarray:
-    """Flag = probability at or above the category's threshold (the serving rule)."""
-    return (probs >= _threshold_vector(thresholds)[None, :]).astype(int)
+    """0/1 decisions by the serving rule (:func:`components.model.scoring.flags`)."""
+    return flags(probs, thresholds).astype(int)
 
 
 def _f(x: Any) -> float:
@@ -85,7 +80,7 @@ def threshold_grid(params: EvaluateParams) -> np.ndarray:
     """The candidate thresholds, min..max inclusive; rounded so 0.7 on the grid is the float 0.7."""
     steps = int(math.floor((params.threshold_max - params.threshold_min) / params.threshold_step + 1e-6))
     grid = np.round(params.threshold_min + params.threshold_step * np.arange(steps + 1), _GRID_DECIMALS)
-    return grid[grid <= params.threshold_max + _EPS]
+    return grid[grid <= params.threshold_max + EPS]
 
 
 def _middle_of_widest_run(mask: np.ndarray) -> int:
@@ -108,7 +103,7 @@ def tune_thresholds(y_true: Any, probs: Any, params: EvaluateParams) -> dict[str
 
     A category with no validation positives has no F1 to maximise and gets the default.
     """
-    y, p = _check_arrays(y_true, probs)
+    y, p = check_arrays(y_true, probs)
     grid = threshold_grid(params)
     out: dict[str, float] = {}
     no_positives = []
@@ -141,7 +136,7 @@ def category_metrics(y_true: Any, probs: Any, thresholds: Mapping[str, float]) -
     category that silently collapses pulls the headline number down. Macro PR AUC averages
     only categories with positives, since average precision is undefined without them.
     """
-    y, p = _check_arrays(y_true, probs)
+    y, p = check_arrays(y_true, probs)
     pred = _decisions(p, thresholds)
     labels = list(range(len(LABELS)))
     prec, rec, f1, support = precision_recall_fscore_support(
@@ -182,7 +177,7 @@ def calibration(y_true: Any, probs: Any, bins: int) -> dict:
     """
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
-    y, p = _check_arrays(y_true, probs)
+    y, p = check_arrays(y_true, probs)
     if y.shape[0] == 0:
         raise ValueError("calibration needs at least one example")
     per_brier = {
@@ -238,7 +233,7 @@ def robustness(records: Sequence[Record], y_true: Any, probs: Any, thresholds: M
     parent row and one variant row, so both sides are scored on the same examples.
     Macro F1 covers the categories with support among the parents.
     """
-    y, p = _check_arrays(y_true, probs)
+    y, p = check_arrays(y_true, probs)
     _check_records(records, y)
     pred = _decisions(p, thresholds)
     index = {r.id: i for i, r in enumerate(records)}
@@ -298,7 +293,7 @@ def per_source(
     The false-positive rate on label-free examples shows over-flagging of ordinary text
     from a source the model never saw generated.
     """
-    y, p = _check_arrays(y_true, probs)
+    y, p = check_arrays(y_true, probs)
     _check_records(records, y)
     pred = _decisions(p, thresholds)
     rows_by_source: dict[str, list[int]] = defaultdict(list)
@@ -329,215 +324,3 @@ def per_source(
             "no_label_false_positive_rate": _f(ps[clean].any(axis=1).mean()) if n_clean else None,
         }
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# quality gate
-
-
-@dataclass
-class GateCheck:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass
-class GateVerdict:
-    passed: bool
-    checks: list[GateCheck] = field(default_factory=list)
-
-    def failing(self) -> list[GateCheck]:
-        return [c for c in self.checks if not c.passed]
-
-    def to_dict(self) -> dict:
-        return {
-            "passed": self.passed,
-            "checks": [asdict(c) for c in self.checks],
-            "failing": [c.name for c in self.failing()],
-        }
-
-
-def quality_gate(
-    metrics: Mapping[str, Any],
-    parity: Mapping[str, Any] | None,
-    params: EvaluateParams,
-    champion_macro_f1: float | None = None,
-) -> GateVerdict:
-    """Decide promotion: every category's F1 at the floor, ONNX parity, no macro F1 regression.
-
-    Every check is always listed, so a failed gate says everything that is wrong at once.
-    A check that could not be measured fails: an unmeasured model is not a safe one.
-    """
-    checks: list[GateCheck] = []
-    per = metrics.get("per_category", {})
-    floor = params.f1_floor
-    for cat in LABELS:
-        f1 = per.get(cat, {}).get("f1")
-        if f1 is None:
-            checks.append(GateCheck(f"f1_floor:{cat}", False, "f1 not measured"))
-        elif f1 + _EPS >= floor:
-            checks.append(GateCheck(f"f1_floor:{cat}", True, f"f1 {f1:.3f} >= {floor:.2f}"))
-        else:
-            checks.append(GateCheck(f"f1_floor:{cat}", False, f"f1 {f1:.3f} < {floor:.2f}"))
-
-    tol = params.parity_tolerance
-    rate = None if parity is None else parity.get("decision_diff_rate")
-    if rate is None:
-        checks.append(GateCheck("parity", False, "parity not measured: no ONNX vs PyTorch comparison was run"))
-    elif rate <= tol + _EPS:
-        checks.append(GateCheck("parity", True, f"decision diff rate {rate:.4f} <= {tol:.4f}"))
-    else:
-        checks.append(GateCheck("parity", False, f"decision diff rate {rate:.4f} > {tol:.4f}"))
-
-    macro = metrics.get("macro_f1")
-    if champion_macro_f1 is None:
-        checks.append(GateCheck("no_regression", True, "no champion yet"))
-    elif macro is None:
-        checks.append(GateCheck("no_regression", False, "macro f1 not measured"))
-    else:
-        need = champion_macro_f1 - params.regression_tolerance
-        ok = macro + _EPS >= need
-        rel = ">=" if ok else "<"
-        checks.append(GateCheck(
-            "no_regression", ok,
-            f"macro f1 {macro:.4f} {rel} champion {champion_macro_f1:.4f} - {params.regression_tolerance:.4f}",
-        ))
-
-    verdict = GateVerdict(passed=all(c.passed for c in checks), checks=checks)
-    if verdict.passed:
-        log.info("quality gate passed (%d checks)", len(checks))
-    else:
-        log.warning("quality gate failed: %s", "; ".join(f"{c.name}: {c.detail}" for c in verdict.failing()))
-    return verdict
-
-
-def select_served_variant(results: Mapping[str, Mapping[str, Any]], tolerance: float) -> str | None:
-    """The smallest exported variant that passed the gate and is within tolerance of fp32.
-
-    fp32 is the reference because it is the exact export of the trained model; when it is
-    absent the best macro F1 present stands in. Returns None when no variant qualifies.
-    """
-    if not results:
-        return None
-    if "fp32" in results:
-        ref = float(results["fp32"]["macro_f1"])
-    else:
-        ref = max(float(r["macro_f1"]) for r in results.values())
-        log.warning("no fp32 result to compare with; using the best macro f1 present (%.4f)", ref)
-    ok = [
-        (int(r["size_bytes"]), -float(r["macro_f1"]), name)
-        for name, r in results.items()
-        if r.get("gate_passed") and float(r["macro_f1"]) + _EPS >= ref - tolerance
-    ]
-    if not ok:
-        log.warning("no exported variant passed the gate within %.4f of the reference", tolerance)
-        return None
-    return min(ok)[2]
-
-
-# ---------------------------------------------------------------------------------------------
-# plots
-
-
-def _subsample(n: int, k: int = _MAX_PR_POINTS) -> np.ndarray:
-    """At most k evenly spaced indices, always keeping both ends of the curve."""
-    if n <= k:
-        return np.arange(n)
-    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
-
-
-def _save_png(fig: Any, path: Path) -> None:
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
-
-
-def write_plots(
-    y_true: Any,
-    probs: Any,
-    thresholds: Mapping[str, float],
-    metrics: Mapping[str, Any],
-    out_dir: Path,
-) -> dict[str, Path]:
-    """Write DVC plot data (JSON) and PNG charts for the PR curves and per-category F1.
-
-    Uses matplotlib's object API on an Agg canvas, never pyplot, so no display or global
-    figure state is involved. Every file is written to a temp file and renamed into place.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    y, p = _check_arrays(y_true, probs)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    per = metrics.get("per_category", {})
-
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    rows = []
-    for j, cat in enumerate(LABELS):
-        if y[:, j].sum() == 0:
-            continue
-        prec, rec, _ = precision_recall_curve(y[:, j], p[:, j])
-        keep = _subsample(len(prec))
-        prec, rec = prec[keep], rec[keep]
-        curves[cat] = (prec, rec)
-        rows.extend({"category": cat, "precision": _f(a), "recall": _f(b)} for a, b in zip(prec, rec))
-    paths = {
-        "pr_curves.json": out_dir / "pr_curves.json",
-        "per_category_f1.json": out_dir / "per_category_f1.json",
-        "pr_curves.png": out_dir / "pr_curves.png",
-        "per_category_f1.png": out_dir / "per_category_f1.png",
-    }
-    write_json(paths["pr_curves.json"], {"pr": rows})
-    f1_rows = [
-        {"category": cat, "f1": _f(per.get(cat, {}).get("f1", 0.0)), "threshold": float(thresholds[cat])}
-        for cat in LABELS
-    ]
-    write_json(paths["per_category_f1.json"], f1_rows)
-
-    # Small multiples: one PR curve per category with the tuned operating point marked.
-    ncols = 6
-    nrows = math.ceil(len(LABELS) / ncols)
-    fig = Figure(figsize=(3.0 * ncols, 2.6 * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, cat in zip(axes.ravel(), LABELS):
-        ax.set_title(cat, fontsize=9)
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
-        ax.tick_params(labelsize=7)
-        if cat not in curves:
-            ax.text(0.5, 0.5, "no positives", ha="center", va="center", fontsize=8, color="grey")
-            continue
-        prec, rec = curves[cat]
-        ax.plot(rec, prec, lw=1.2)
-        m = per.get(cat, {})
-        if "precision" in m and "recall" in m:
-            ax.plot([m["recall"]], [m["precision"]], "o", color="crimson", ms=4)
-    for ax in axes.ravel()[len(LABELS):]:
-        ax.set_visible(False)
-    fig.supxlabel("recall")
-    fig.supylabel("precision")
-    _save_png(fig, paths["pr_curves.png"])
-
-    floor = metrics.get("f1_floor")
-    fig = Figure(figsize=(7, 0.32 * len(LABELS) + 1.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    names = [r["category"] for r in f1_rows][::-1]
-    values = [r["f1"] for r in f1_rows][::-1]
-    colors = ["crimson" if floor is not None and v + _EPS < floor else "steelblue" for v in values]
-    ax.barh(names, values, color=colors)
-    thresholds_shown = [r["threshold"] for r in f1_rows][::-1]
-    for k, (v, t) in enumerate(zip(values, thresholds_shown)):
-        ax.text(min(v + 0.01, 0.8), k, f"{v:.3f} @ {t:.2f}", va="center", fontsize=7)
-    if floor is not None:
-        ax.axvline(float(floor), color="black", ls="--", lw=1, label=f"F1 floor {float(floor):.2f}")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("F1 at tuned threshold")
-    ax.tick_params(labelsize=8)
-    _save_png(fig, paths["per_category_f1.png"])
-
-    log.info("wrote plots to %s", out_dir)
-    return paths

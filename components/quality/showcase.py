@@ -18,6 +18,7 @@ import numpy as np
 
 from components.core.contract import Record
 from components.core.taxonomy import LABELS, category, split_prefix
+from components.model.scoring import flags
 
 KINDS = ("true_positives", "false_positives", "false_negatives")
 KIND_TITLES = {
@@ -83,9 +84,10 @@ def select_examples(
         return Example(ids[i], text, context, float(p[i, j]), threshold, tuple(records[i].positive_labels()))
 
     out: dict[str, dict[str, list[Example]]] = {}
+    flagged_all = flags(p, thresholds)
     for j, name in enumerate(LABELS):
         t = float(thresholds[name])
-        flagged = p[:, j] >= t
+        flagged = flagged_all[:, j]
         positive = y[:, j] == 1
         rows = {
             "true_positives": np.flatnonzero(flagged & positive),

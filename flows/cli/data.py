@@ -13,6 +13,7 @@ from flows.cli.app import app, console, fail, project_params, setup
 
 REVIEW_KINDS = ("positives", "negatives", "perturbations")
 
+
 @app.command()
 def review(
     category: Annotated[str, typer.Argument(help="A category name, e.g. threats.")],
@@ -60,10 +61,14 @@ def validate(
     logging.basicConfig(level=logging.WARNING)
     if not file.exists():
         raise fail(f"{file}: no such file")
+    if not file.is_file():
+        raise fail(f"{file}: not a file; pass a JSONL file (one record a line)")
     try:
         result = parse_lines(file)
     except ContractError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"{file}: cannot read it ({exc.strerror})") from None
     console.print(f"{file}: {len(result.records)} valid, {len(result.rejects)} invalid of {result.total} lines", highlight=False)
     for r in result.rejects[:show]:
         console.print(f"  line {r.line}: {r.reason}", highlight=False)

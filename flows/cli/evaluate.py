@@ -30,9 +30,7 @@ def _stage_model(model: Path, tokenizer: Optional[Path], variant: str, staging: 
     the variant scored under the fp32 name when fp32 itself is not among those evaluated
     (evaluate needs model.onnx as its reference).
     """
-    from components.model.classifier import CONFIG_NAME
-    from components.export import TOKENIZER_FILES, TORCH_VAL_PROBS
-    from components.model.onnx_runtime import VARIANT_FILES
+    from components.model.folder import CONFIG_NAME, TOKENIZER_FILES, TORCH_VAL_PROBS, VARIANT_FILES
 
     by_name = {f: v for v, f in VARIANT_FILES.items()}
     if not model.exists():
@@ -99,7 +97,7 @@ def evaluate(
     """Evaluate any exported model folder outside the pipeline: per-category metrics, thresholds, gate."""
     import tempfile
 
-    from components.model.classifier import CheckpointError
+    from components.model.folder import CheckpointError
     from components.core.contract import ContractError, write_json
     from components.evaluate import evaluate as run_evaluate
 

@@ -46,11 +46,14 @@ def _count_records(path: Path) -> int | None:
         files = [path] if path.suffix == ".jsonl" and path.exists() else []
     if not files:
         return None
-    return sum(sum(1 for line in open(f, encoding="utf-8") if line.strip()) for f in files)
+    return sum(sum(1 for line in open(f, "rb") if line.strip()) for f in files)  # bytes: never a decode error
 
 
 def pipeline_status(root: Path) -> list[dict]:
-    """Each dvc.yaml stage: up to date or stale (and why), and its outputs with record counts."""
+    """Each dvc.yaml stage: up to date or stale (and why), and its outputs with record counts.
+
+    Raises ``dvc.lock.LockError`` while another DVC command (a `dvc repro`) holds the repository lock.
+    """
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -73,8 +76,18 @@ def pipeline_status(root: Path) -> list[dict]:
 @app.command()
 def status(json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False) -> None:
     """Each pipeline step: up to date or stale, with record counts of what it wrote."""
+    from dvc.exceptions import DvcException
+    from dvc.lock import LockError
+
     root = setup()
-    rows = pipeline_status(root)
+    project_params(root)  # a broken params.yaml is named here, line and fix, before DVC reads it
+    try:
+        rows = pipeline_status(root)
+    except LockError:
+        raise fail("the pipeline is busy: a `dvc repro` (or another DVC command) holds its lock "
+                   "(.dvc/tmp/lock); run status again when it has finished") from None
+    except DvcException as exc:
+        raise fail(f"dvc cannot read the pipeline: {' '.join(str(exc).split())}") from None
     if json_out:
         console.print_json(json.dumps(rows))
         return
@@ -185,6 +198,9 @@ def _print_verdict(root: Path) -> None:
                   f"{m['test']['macro_f1']:.4f}, micro F1 {m['test']['micro_f1']:.4f}; release folder "
                   f"{params.paths.model}/release")
     failing = [c for c in gate["checks"] if not c["passed"]]
+    regression = next((c for c in gate["checks"] if c["name"] == "no_regression"), None)
+    if regression is not None and regression["passed"]:
+        console.print(f"  no_regression: {regression['detail']}", highlight=False)
     for check in failing:
         console.print(f"  failing {check['name']}: {check['detail']}", highlight=False)
     if failing:

@@ -27,7 +27,7 @@ def quiet_components(verbose: bool = False) -> Iterator[None]:
     if verbose:
         yield
         return
-    components_log, metrics_log = logging.getLogger("components"), logging.getLogger("components.quality.metrics")
+    components_log, metrics_log = logging.getLogger("components"), logging.getLogger("components.quality.gate")
     level = components_log.level
     components_log.setLevel(logging.WARNING)
     metrics_log.addFilter(_gate_filter)
@@ -43,7 +43,7 @@ def _release_folder(root: Path, model: Optional[Path]) -> Path:
 
 
 def load_model(folder: Path):
-    from components.model.classifier import CheckpointError
+    from components.model.folder import CheckpointError
     from components.model.onnx_runtime import OnnxClassifier
 
     try:
@@ -77,13 +77,18 @@ def predict(
 ) -> None:
     """Score texts with an exported model: flagged categories, most severe first, with scores and thresholds."""
     from components.core.taxonomy import LABELS
+    from components.core.validity import is_visible
+    from flows.cli.app import argument_problem, shown
 
     root = setup()
     ctx = _parse_context(context)
     inputs = []
     for i, text in enumerate(texts, start=1):
-        if not text.strip():
-            raise fail(f"text {i} is empty")
+        if problem := argument_problem(text):  # argv is checked too; this guards a direct call
+            raise fail(f"text {i} {shown(text)} {problem}")
+        if not any(is_visible(c) for c in text):
+            raise fail(f"text {i} {shown(text)} is empty: it has no visible character (only spaces, zero-width "
+                       "or format characters); pass the text to score")
         try:
             inputs.append(_with_context(text, ctx))
         except ValueError as exc:
@@ -143,7 +148,7 @@ def showcase(
     from components.quality.metrics import category_metrics
     from components.quality.showcase import render_markdown, select_examples
     from components.core.taxonomy import LABELS
-    from components.train import label_matrix
+    from components.model.scoring import label_matrix
 
     root = setup()
     params = project_params(root)

@@ -120,3 +120,36 @@ def test_enrichment_adds_contact_info_and_rejects_are_reported(tmp_path, record_
 def test_no_inputs_says_what_to_run(tmp_path):
     with pytest.raises(ContractError, match="run the generate steps first"):
         merge([], MergeParams(), tmp_path / "s", tmp_path / "s/r.jsonl")
+
+
+@pytest.mark.parametrize("bad_text, reason", [
+    ("\ud83d", "not valid UTF-8"), ("\u200b\u200b", "no visible character"), (None, "duplicate key"),
+    (b"caf\xe9", "not UTF-8"),
+], ids=["lone-surrogate", "zero-width-only", "duplicate-label", "latin-1-bytes"])
+def test_a_bad_reviewed_line_in_incoming_is_rejected_and_the_good_ones_kept(tmp_path, record_factory, bad_text,
+                                                                            reason):
+    """One bad line dropped into data/incoming/ must not break the nightly merge, nor vanish."""
+    from components.merge import pipeline_sources
+    from components.core.params import Paths
+
+    sources = build_inputs(tmp_path, record_factory)
+    incoming = tmp_path / "incoming"
+    reviewed = [record_factory(f"inc-{i}", unique_text(700 + i, "reviewed"), ["threats"]) for i in range(3)]
+    write_records(incoming / "review.jsonl", reviewed)
+    good_line = (incoming / "review.jsonl").read_bytes().splitlines()[0]
+    if bad_text is None:
+        bad_line = good_line.replace(b'"threats": 1', b'"threats": 1, "threats": 0').replace(b"inc-0", b"inc-bad")
+    elif isinstance(bad_text, bytes):
+        bad_line = json.dumps({"id": "inc-bad", "text": "x"}).encode().replace(b'"x"', b'"' + bad_text + b'"')
+    else:
+        bad_line = json.dumps({**json.loads(good_line), "id": "inc-bad", "text": bad_text}).encode()
+    lines = (incoming / "review.jsonl").read_bytes().splitlines()
+    (incoming / "review.jsonl").write_bytes(b"\n".join([lines[0], bad_line, *lines[1:]]) + b"\n")
+    [source] = [s for s in pipeline_sources(Paths(incoming=str(incoming)), tmp_path) if s.name == "incoming"]
+    out = tmp_path / "splits"
+    stats = merge([source, *sources], MergeParams(val_fraction=0.15, test_fraction=0.2), out, out / "rejects.jsonl")
+    merged = {r.id for s in ("train", "val", "test") for r in read_records(out / f"{s}.jsonl").records}
+    assert {"inc-0", "inc-1", "inc-2"} <= merged and "inc-bad" not in merged
+    assert stats["inputs"]["rejects"] == 1
+    [saved] = [json.loads(ln) for ln in (out / "rejects.jsonl").read_text("utf-8").splitlines()]
+    assert saved["file"] == str(incoming / "review.jsonl") and saved["line"] == 2 and reason in saved["reason"]

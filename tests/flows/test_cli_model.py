@@ -218,3 +218,24 @@ def test_commands_leave_the_model_folders_as_built(tiny):
     manifest = json.loads((tiny["release"] / "manifest.json").read_text())
     assert sorted(p.name for p in tiny["release"].iterdir()) == sorted([*manifest["files"], "manifest.json"])
     assert OnnxClassifier(tiny["release"], verify=True).tuned
+
+
+def test_verdict_shows_the_no_regression_check_against_the_champion(tmp_path, capsys):
+    import shutil
+
+    from components.core.contract import write_json
+    from flows.cli.pipeline import _print_verdict
+    from tests.components.tracking.support import make_report
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    write_json(tmp_path / "reports/metrics.json", make_report(macro_f1=0.93, champion={"version": "3", "macro_f1": 0.91}))
+    _print_verdict(tmp_path)
+    out = capsys.readouterr().out
+    assert "quality gate PASSED" in out
+    assert "no_regression: macro f1 0.9300 >= champion version 3 0.9100 - 0.0100" in out
+    write_json(tmp_path / "reports/metrics.json", make_report(macro_f1=0.80, champion={"version": "3", "macro_f1": 0.91}))
+    _print_verdict(tmp_path)
+    out = capsys.readouterr().out
+    assert "quality gate FAILED" in out and "failing no_regression: macro f1 0.8000 < champion version 3" in out
+    assert "stays a candidate" in out

@@ -1,105 +1,39 @@
-"""The agents: Claude (anthropic SDK) and a local LLM (OpenAI-compatible, httpx) against stand-in
-servers on 127.0.0.1, and, with a tiny real model, the classifier agent and the benchmark-env step."""
+"""The agents: Claude (anthropic SDK) and a local LLM (OpenAI-compatible, httpx) through the shared
+transport (components/llm) against the stand-in servers on 127.0.0.1 (tests/standins.py), and, with a
+tiny real model, the classifier agent and the benchmark-env step."""
 
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from typer.testing import CliRunner
 
+from components.llm import DEFAULT_CLAUDE_MODEL
 from moderation_env.agents import ClaudeAgent, LocalLLMAgent, make_agent, parse_json_answer
 from moderation_env.environment import TASKS
 from moderation_env.runner import LocalSession, run_episode
 from moderation_env.vocab import LABELS
 from flows.cli.env import env_app
-
-
-class StandIn:
-    """A real HTTP server on 127.0.0.1 answering with ``answer(path, body) -> (status, json)``."""
-
-    def __init__(self, answer):
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                       "body": body})
-                status, payload = answer(self.path, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def decision_for(prompt: str) -> dict:
-    """What the stand-in model answers: a plausible decision, plus junk the agent must drop."""
-    content = json.loads(prompt)["content"]
-    if content["type"] == "ad_copy":
-        return {"labels": ["clean"], "action": "restrict", "confidence": 0.7, "reasoning": "age targeting",
-                "policy_citations": ["AD_AGE_001", "XX_FAKE_001"]}
-    return {"labels": ["spam", "profanity", "spam"], "action": "remove", "confidence": 7,
-            "reasoning": "looks like bulk promotion", "policy_citations": ["CS_SPAM_001"]}
-
-
-def anthropic_answer(path, body):
-    if path != "/v1/messages":
-        return 404, {"type": "error", "error": {"type": "not_found_error", "message": path}}
-    prompt = body["messages"][0]["content"]
-    if "broken" in body["model"]:
-        content = [{"type": "text", "text": "I'd rather not use tools."}]
-    else:
-        content = [{"type": "tool_use", "id": "toolu_01", "name": "moderate", "input": decision_for(prompt)}]
-    return 200, {"id": "msg_01", "type": "message", "role": "assistant", "model": body["model"], "content": content,
-                 "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 100, "output_tokens": 20}}
-
-
-def openai_answer(path, body):
-    if path != "/v1/chat/completions":
-        return 404, {"error": path}
-    if body["model"] == "broken":
-        text = "sorry, no JSON today"
-    else:
-        text = "```json\n" + json.dumps(decision_for(body["messages"][-1]["content"])) + "\n```"
-    return 200, {"id": "c1", "object": "chat.completion", "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}
+from tests.standins import AnthropicStandIn, OpenAIStandIn, anthropic_decision, chat_decision
 
 
 @pytest.fixture
 def anthropic_server():
-    s = StandIn(anthropic_answer)
-    yield s
-    s.close()
+    with AnthropicStandIn(answer=anthropic_decision) as server:
+        yield server
 
 
 @pytest.fixture
 def openai_server():
-    s = StandIn(openai_answer)
-    yield s
-    s.close()
+    with OpenAIStandIn(answer=chat_decision) as server:
+        yield server
 
 
 def _check_sanitised(result, stand_in):
     for step in result.steps:
         assert set(step.labels) <= set(LABELS) and len(step.labels) == len(set(step.labels))
         assert 0.0 <= step.confidence <= 1.0 and step.error is None
-    assert len(stand_in.requests) == len(result.steps)
+    assert len(stand_in.log) == len(result.steps)
 
 
 def test_claude_agent_through_the_sdk(anthropic_server):
@@ -107,7 +41,7 @@ def test_claude_agent_through_the_sdk(anthropic_server):
     result = run_episode(LocalSession(), agent, "ad-policy-compliance", seed=42)
     _check_sanitised(result, anthropic_server)
     assert agent.failures == 0 and all(s.action == "restrict" for s in result.steps)
-    req = anthropic_server.requests[0]
+    req = anthropic_server.log[0]
     # the key travels as x-api-key or (this SDK version) as a bearer token
     assert "sk-ant-test" in (req["headers"].get("x-api-key", ""), req["headers"].get("authorization", "")[7:])
     assert req["body"]["model"] == "claude-test"
@@ -129,8 +63,16 @@ def test_claude_agent_falls_back_when_the_answer_is_unusable(anthropic_server):
 
 def test_claude_agent_needs_a_key(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
     with pytest.raises(ValueError, match="ANTHROPIC_API_KEY"):
         ClaudeAgent()
+
+
+def test_the_claude_agent_defaults_to_the_project_model_and_counts_tokens(anthropic_server):
+    agent = ClaudeAgent(api_key="k", base_url=anthropic_server.url)
+    result = run_episode(LocalSession(), agent, "single-label-classify", seed=1)
+    assert {r["body"]["model"] for r in anthropic_server.log} == {DEFAULT_CLAUDE_MODEL}
+    assert agent.usage.input_tokens == 100 * len(result.steps) and agent.usage.output_tokens == 20 * len(result.steps)
 
 
 def test_local_llm_agent_over_httpx(openai_server):
@@ -138,10 +80,11 @@ def test_local_llm_agent_over_httpx(openai_server):
     result = run_episode(LocalSession(), agent, "thread-moderation-hard", seed=4)
     _check_sanitised(result, openai_server)
     assert agent.failures == 0 and all(s.labels == ["spam"] for s in result.steps)
-    req = openai_server.requests[-1]
+    req = openai_server.log[-1]
     assert req["headers"]["authorization"] == "Bearer tok" and req["body"]["model"] == "qwen-test"
     assert req["body"]["messages"][0]["role"] == "system" and req["body"]["response_format"] == {"type": "json_object"}
     assert json.loads(req["body"]["messages"][1]["content"])["thread_history"]
+    assert agent.usage.input_tokens == 300 * len(result.steps)
     broken = LocalLLMAgent(base_url=openai_server.url + "/v1", model="broken")
     run_episode(LocalSession(), broken, "single-label-classify", seed=1)
     assert broken.failures == 10
@@ -164,7 +107,7 @@ def test_env_run_with_the_claude_and_local_agents(anthropic_server, openai_serve
     r = runner.invoke(env_app, ["run", "--agent", "local", "--task", "single-label-classify", "--base-url",
                                 openai_server.url + "/v1", "-o", str(tmp_path / "l.json")])
     assert r.exit_code == 0, r.output
-    assert len(openai_server.requests) == 10
+    assert len(openai_server.log) == 10
 
 
 # --------------------------------------------------------------------------- with a real model
@@ -172,7 +115,7 @@ def test_env_run_with_the_claude_and_local_agents(anthropic_server, openai_serve
 
 @pytest.fixture(scope="module")
 def tiny_release(tmp_path_factory):
-    from tests.test_cli_model import build_tiny_model
+    from tests.flows.test_cli_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-env"))["release"]
 
@@ -207,7 +150,7 @@ def test_classifier_agent_maps_categories_and_actions_through_the_table(tiny_rel
 @pytest.mark.slow
 def test_benchmark_env_stage_writes_its_report(tiny_release, tmp_path):
     from components.core.params import Params
-    from components.benchmark_env import benchmark_env
+    from flows.stages import benchmark_env  # the step as dvc.yaml runs it: report written under reports/
 
     release = tmp_path / "models/moderation/release"
     shutil.copytree(tiny_release, release)

@@ -78,7 +78,9 @@ def test_http_session_sequence_reset_step_state(http):
     obs = r.json()["observation"]
     eid = obs["episode_id"]
     assert obs["task"] == "ad-policy-compliance" and obs["step"] == 0 and obs["content"]["type"] == "ad_copy"
-    assert any(rule["id"] == "AD_AGE_001" for rule in obs["policy_excerpt"])
+    assert any(rule["id"] == "AD_AGE_001" for rule in obs["policy_rules"])
+    assert "[AD_AGE_001]" in obs["policy_excerpt"]
+    assert r.headers["x-episode-id"] == eid and http.cookies["moderation_episode"] == eid
     first = obs["content"]["id"]
     r = http.post("/step", json={"episode_id": eid, "action": action_for(obs)})
     assert r.status_code == 200
@@ -106,12 +108,13 @@ def test_http_session_sequence_reset_step_state(http):
 
 def test_http_errors_say_what_to_do(http):
     obs = http.post("/reset", json={"seed": 3}).json()["observation"]
+    http.cookies.clear()
     r = http.post("/step", json={"action": action_for(obs)})
     assert r.status_code == 422 and "episode_id is required" in r.json()["detail"]
     r = http.post("/step", json={"episode_id": "nope", "action": action_for(obs)})
     assert r.status_code == 404 and "POST /reset" in r.json()["detail"]
     r = http.post("/reset", json={"task": "nope"})
-    assert r.status_code == 422 and "unknown task" in r.json()["detail"]
+    assert r.status_code == 422 and "unknown task 'nope'" in r.json()["detail"]
     r = http.post("/step", json={"episode_id": obs["episode_id"],
                                  "action": action_for(obs, labels=["profanity"], confidence=2, action="delete")})
     assert r.status_code == 422
@@ -135,7 +138,8 @@ def test_openenv_endpoints(http):
     paths = http.get("/openapi.json").json()["paths"]
     assert {"/reset", "/step", "/state", "/health", "/schema", "/metadata", "/mcp"} <= set(paths)
     assert http.get("/docs").status_code == 200
-    assert http.get("/state").json()["step_count"] == 0  # no episode id: a fresh environment, as in OpenEnv
+    http.cookies.clear()
+    assert http.get("/state").json()["step_count"] == 0  # no episode named: a fresh environment, as in OpenEnv
 
 
 def test_no_gold_in_any_http_response_over_whole_episodes(http):

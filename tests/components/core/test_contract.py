@@ -88,8 +88,10 @@ def test_missing_file_and_non_utf8_get_clear_errors(tmp_path):
         read_records(tmp_path / "nope.jsonl")
     bad = tmp_path / "latin1.jsonl"
     bad.write_bytes('{"id": "caf\xe9"}\n'.encode("latin-1"))
+    [reject] = parse_lines(bad).rejects  # the line is rejected, with where and how to fix it
+    assert reject.line == 1 and "not UTF-8: byte 0xe9" in reject.reason and "re-save" in reject.reason
     with pytest.raises(ContractError, match="not UTF-8"):
-        parse_lines(bad)
+        read_records(bad)
 
 
 def test_write_refuses_invalid_records_and_leaves_the_old_file(tmp_path, record_factory):

@@ -19,10 +19,11 @@ from components.core.contract import read_records
 from components.generate_negatives import generate_negatives
 from components.generate_positives import generate_positives, make_backend
 from components.generation.base import Job
-from components.generation.llm import (
-    Answer, BackendUnavailableError, MissingCredentialsError, ResponseCache, TooManyLLMRejectsError, Usage, build_prompt,
-    price_for, request_key, tool_schema, validate_answer,
-)
+from components.generation.answers import Answer, validate_answer
+from components.generation.cache import ResponseCache, request_key
+from components.generation.errors import BackendUnavailableError, MissingCredentialsError, TooManyLLMRejectsError
+from components.generation.prompts import build_prompt, tool_schema
+from components.llm.usage import Usage, price_for
 from components.core.params import GenerateParams
 from components.core.taxonomy import AUDIENCES, LABELS, SURFACES
 from tests.conftest import ROOT

@@ -1,4 +1,4 @@
-"""Tests for components.model.sources: real code, no network, no 400 MB model."""
+"""Tests for components.model.sources (and its assembly of split models): real code, no network, no 400 MB model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from components.model import assembly
 from components.model import sources as ms
 from components.model.sources import (
     MARKER_NAME,
@@ -242,7 +243,7 @@ def test_assemble_parts_second_call_is_cached(tmp_path, monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("a cached model must not be re-assembled")
 
-    monkeypatch.setattr(ms.zipfile, "ZipFile", no_work)
+    monkeypatch.setattr(assembly.zipfile, "ZipFile", no_work)
     for p in parts:
         p.unlink()  # the parts are not even read again
     assert assemble_parts(parts, sha, dest) == first

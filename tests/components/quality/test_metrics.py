@@ -1,5 +1,5 @@
 """metrics: figures agree with scikit-learn computed independently, thresholds maximise F1,
-calibration, robustness and per-source scores on hand-built data, and the gate's verdicts."""
+calibration, robustness and per-source scores on hand-built data (the gate: test_gate.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,12 @@ from sklearn.metrics import average_precision_score, brier_score_loss, f1_score,
 
 from components.core.contract import Record, make_labels
 from components.quality.metrics import (
-    GateVerdict,
     calibration,
     category_metrics,
     per_source,
-    quality_gate,
     robustness,
-    select_served_variant,
     threshold_grid,
     tune_thresholds,
-    write_plots,
 )
 from components.core.params import EvaluateParams
 from components.core.taxonomy import LABELS
@@ -204,96 +200,3 @@ def test_per_source():
     assert s["per_category"] == {a: {"f1": pytest.approx(2 / 3), "precision": 1.0, "recall": 0.5, "support": 2}}
     assert s["macro_f1"] == pytest.approx(2 / 3)
     assert s["no_label_false_positive_rate"] == 0.5
-
-
-# --- quality gate --------------------------------------------------------------------------
-
-
-def _metrics(f1: float = 0.9, macro: float = 0.9, **override) -> dict:
-    per = {c: {"f1": f1} for c in LABELS}
-    for cat, value in override.items():
-        per[cat] = {"f1": value}
-    return {"per_category": per, "macro_f1": macro}
-
-
-def test_gate_all_pass():
-    v = quality_gate(_metrics(), {"decision_diff_rate": 0.001}, PARAMS, champion_macro_f1=None)
-    assert v.passed and v.failing() == []
-    assert len(v.checks) == K + 2
-    assert next(c for c in v.checks if c.name == "no_regression").detail == "no champion yet"
-    d = v.to_dict()
-    assert d["passed"] is True and d["failing"] == [] and len(d["checks"]) == K + 2
-
-
-def test_gate_names_the_category_below_floor():
-    cat = LABELS[4]
-    v = quality_gate(_metrics(**{cat: 0.812}), {"decision_diff_rate": 0.0}, PARAMS)
-    assert isinstance(v, GateVerdict) and not v.passed
-    assert [c.name for c in v.failing()] == [f"f1_floor:{cat}"]
-    assert v.failing()[0].detail == "f1 0.812 < 0.85"
-
-
-def test_gate_at_floor_passes():
-    v = quality_gate(_metrics(f1=0.85), {"decision_diff_rate": 0.01}, PARAMS)
-    assert v.passed
-
-
-def test_gate_parity_too_high_or_missing():
-    v = quality_gate(_metrics(), {"decision_diff_rate": 0.05}, PARAMS)
-    assert [c.name for c in v.failing()] == ["parity"]
-    v = quality_gate(_metrics(), None, PARAMS)
-    assert [c.name for c in v.failing()] == ["parity"]
-    assert "not measured" in v.failing()[0].detail
-
-
-def test_gate_regression_against_champion():
-    parity = {"decision_diff_rate": 0.0}
-    beyond = quality_gate(_metrics(macro=0.87), parity, PARAMS, champion_macro_f1=0.90)
-    assert [c.name for c in beyond.failing()] == ["no_regression"]
-    within = quality_gate(_metrics(macro=0.895), parity, PARAMS, champion_macro_f1=0.90)
-    assert within.passed
-    edge = quality_gate(_metrics(macro=0.89), parity, PARAMS, champion_macro_f1=0.90)
-    assert edge.passed
-
-
-# --- served variant ------------------------------------------------------------------------
-
-
-def _variants(int8_f1: float, int8_ok: bool = True, fp16_ok: bool = True, fp32_ok: bool = True) -> dict:
-    return {
-        "fp32": {"macro_f1": 0.92, "size_bytes": 400, "gate_passed": fp32_ok},
-        "fp16": {"macro_f1": 0.918, "size_bytes": 200, "gate_passed": fp16_ok},
-        "int8": {"macro_f1": int8_f1, "size_bytes": 100, "gate_passed": int8_ok},
-    }
-
-
-def test_select_served_variant():
-    assert select_served_variant(_variants(0.915), 0.01) == "int8"
-    assert select_served_variant(_variants(0.80), 0.01) == "fp16"
-    assert select_served_variant(_variants(0.915, int8_ok=False, fp16_ok=False), 0.01) == "fp32"
-    assert select_served_variant(_variants(0.915, False, False, False), 0.01) is None
-
-
-# --- plots ---------------------------------------------------------------------------------
-
-
-def test_write_plots(tmp_path):
-    y, probs = _random(n=400, seed=7)
-    thresholds = tune_thresholds(y, probs, PARAMS)
-    m = category_metrics(y, probs, thresholds)
-    m["f1_floor"] = PARAMS.f1_floor
-    paths = write_plots(y, probs, thresholds, m, tmp_path / "plots")
-    assert set(paths) == {"pr_curves.json", "per_category_f1.json", "pr_curves.png", "per_category_f1.png"}
-    for p in paths.values():
-        assert p.exists() and p.stat().st_size > 0
-    pr = json.loads(paths["pr_curves.json"].read_text())["pr"]
-    cats = {r["category"] for r in pr}
-    assert cats == set(LABELS[:-1])  # the category without positives has no curve
-    for cat in cats:
-        assert sum(r["category"] == cat for r in pr) <= 200
-    f1 = json.loads(paths["per_category_f1.json"].read_text())
-    assert [r["category"] for r in f1] == list(LABELS)
-    assert f1[0] == {"category": LABELS[0], "f1": m["per_category"][LABELS[0]]["f1"],
-                     "threshold": thresholds[LABELS[0]]}
-    assert paths["pr_curves.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((tmp_path / "plots").glob(".*.tmp"))

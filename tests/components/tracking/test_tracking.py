@@ -1,14 +1,14 @@
-"""Tracking and registry on a real SQLite MLflow store; the experiment lineage table and import.
+"""Tracking on a real SQLite MLflow store: params and figures of a run, the lineage table and
+import, retries and the store's errors (the registry: test_registry.py).
 
 Creating MLflow's tables takes several seconds, so one empty store is created per session and
-each test works on its own copy of it.
+each test works on its own copy of it (tests/components/conftest.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 
 import pytest
@@ -18,77 +18,25 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 mlflow = pytest.importorskip("mlflow")
 
 from components import tracking  # noqa: E402
-from components.tracking.lineage import LineageError, load_lineage, next_version, parse_lineage  # noqa: E402
 from components.core.params import Params  # noqa: E402
 from components.core.taxonomy import LABELS  # noqa: E402
 from components.tracking import (  # noqa: E402
-    RegistryError,
-    RetryPolicy,
     TrackingError,
-    apply_gate,
     champion,
     continue_lineage,
-    decide_promotion,
     flatten_params,
     import_lineage,
     log_pipeline_run,
-    promote,
-    register_version,
-    rollback,
 )
-
-FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
-EXP = "content-moderation-test"
-MODEL = "content-moderation"
-
-
-@pytest.fixture(scope="session")
-def _template_db(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    db = folder / "mlflow.db"
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # creates the tables
-    return db
+from components.tracking.lineage import LineageError, load_lineage, next_version, parse_lineage  # noqa: E402
+from components.tracking.store import _is_transient, _Store  # noqa: E402
+from tests.components.tracking.support import EXP, FAST, make_report  # noqa: E402
 
 
 @pytest.fixture
-def store(tmp_path, _template_db):
-    """A fresh SQLite store: (tracking URI, artifact location), both under tmp_path."""
-    shutil.copy(_template_db, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
-
-
-def make_report(passed: bool = True, macro_f1: float = 0.9, weak: str | None = None) -> dict:
-    """A small dict shaped like reports/metrics.json."""
-    per = {}
-    for i, cat in enumerate(LABELS):
-        f1 = 0.7 if cat == weak else macro_f1
-        per[cat] = {"precision": f1, "recall": f1, "f1": f1, "pr_auc": 0.95, "support": 100 + i,
-                    "threshold": 0.5, "predicted": 100}
-    failing = [f"f1_floor:{weak}"] if weak else ([] if passed else ["parity"])
-    checks = [{"name": f"f1_floor:{c}", "passed": c != weak, "detail": f"f1 {per[c]['f1']:.3f} vs 0.85"}
-              for c in LABELS]
-    checks.append({"name": "parity", "passed": "parity" not in failing, "detail": "decision diff rate 0.0"})
-    return {
-        "stage": "metrics",
-        "served_variant": "int8" if passed else None,
-        "gate": {"passed": passed and not failing, "checks": checks, "failing": failing},
-        "test": {"per_category": per, "macro_f1": macro_f1, "micro_f1": macro_f1 - 0.01, "samples": 3701},
-        "thresholds": {c: 0.5 for c in LABELS},
-        "calibration": {"brier": 0.014, "ece": 0.012, "per_category_brier": {LABELS[0]: 0.02}},
-        "robustness": {"flip_rate": 0.02, "clean": {"macro_f1": 0.88}, "by_kind": {"case": {"n": 48, "flip_rate": 0.0}}},
-        "external": {"external:davidson": {"n": 133, "macro_f1": 0.45}},
-        "variants": {
-            "fp32": {"file": "model.onnx", "size_bytes": 91_210_538, "texts_per_second": 204.6,
-                     "macro_f1": macro_f1, "micro_f1": 0.8, "gate_passed": passed,
-                     "parity": {"max_abs_diff": 4e-6, "decision_diff_rate": 0.0}},
-            "int8": {"file": "model.int8.onnx", "size_bytes": 23_193_541, "texts_per_second": 430.6,
-                     "macro_f1": macro_f1 - 0.005, "micro_f1": 0.79, "gate_passed": passed,
-                     "parity": {"max_abs_diff": 0.73, "decision_diff_rate": 0.0047}},
-        },
-        "f1_floor": 0.85,
-        "champion_macro_f1": None,
-        "seconds": 80.8,
-    }
+def store(mlflow_store):
+    """A fresh SQLite store (tests/components/conftest.py): (tracking URI, artifact location)."""
+    return mlflow_store
 
 
 def _run(store, report, tmp_path=None, **kw) -> str:
@@ -96,10 +44,6 @@ def _run(store, report, tmp_path=None, **kw) -> str:
     return log_pipeline_run(uri, EXP, params={"train": {"profile": "cpu"}}, report=report,
                             tags={"lineage.version": "v17", "lineage.parent": "v16"},
                             artifact_location=artifacts, retry=FAST, **kw)
-
-
-def _version_with(store, report) -> str:
-    return register_version(store[0], _run(store, report), MODEL, retry=FAST)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,111 +117,6 @@ def test_failed_gate_is_tagged_on_the_run(store):
     assert tags["gate.verdict"] == "failed"
     assert tags["gate.failing"] == "f1_floor:harassment"
     assert tags["gate.check.f1_floor:harassment".replace(":", "_")].startswith("f1 0.700")
-
-
-# ---------------------------------------------------------------------------------------------
-# the gate and the registry
-
-
-def test_decide_promotion_pure():
-    assert decide_promotion(True, 0.9, None, 0.01).promote
-    assert decide_promotion(True, 0.895, 0.9, 0.01).promote
-    refused = decide_promotion(True, 0.88, 0.9, 0.01)
-    assert not refused.promote and any("regression" in r for r in refused.reasons)
-    failed = decide_promotion(False, 0.99, 0.9, 0.01, failing=["parity"])
-    assert not failed.promote and "gate failed: parity" in failed.reasons
-    assert not decide_promotion(True, None, None, 0.01).promote
-
-
-def test_passing_candidate_becomes_champion(store):
-    uri = store[0]
-    version = _version_with(store, make_report())
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    mv = client.get_model_version_by_alias(MODEL, "candidate")
-    assert str(mv.version) == version and mv.source.endswith("/model")
-    assert champion(uri, MODEL, retry=FAST) is None
-
-    decision = apply_gate(uri, version, make_report(), 0.01, MODEL, retry=FAST)
-    assert decision.promote
-    champ = champion(uri, MODEL, retry=FAST)
-    assert champ["version"] == version and champ["macro_f1"] == pytest.approx(0.9) and champ["promoted_at"]
-    tags = client.get_model_version(MODEL, version).tags
-    assert tags["gate.decision"] == "promoted" and "no champion yet" in tags["gate.reasons"]
-    assert tags["previous_champion"] == "none" and tags["promoted_by"] == "quality-gate"
-    assert client.get_run(mv.run_id).data.tags["gate.decision"] == "promoted"
-    again = apply_gate(uri, version, make_report(), 0.01, MODEL, retry=FAST)  # re-judging is a no-op
-    assert not again.promote and "already champion" in again.reasons[0]
-    assert client.get_model_version(MODEL, version).tags["gate.decision"] == "promoted"
-
-
-def test_failing_candidate_stays_candidate_and_champion_is_untouched(store):
-    uri = store[0]
-    first = _version_with(store, make_report())
-    apply_gate(uri, first, make_report(), 0.01, MODEL, retry=FAST)
-    failing = make_report(macro_f1=0.95, weak="harassment")  # better macro F1, but a failed check
-    second = _version_with(store, failing)
-
-    decision = apply_gate(uri, second, failing, 0.01, MODEL, retry=FAST)
-    assert not decision.promote
-    assert champion(uri, MODEL, retry=FAST)["version"] == first
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == second
-    tags = client.get_model_version(MODEL, second).tags
-    assert tags["gate.decision"] == "refused" and "f1_floor:harassment" in tags["gate.reasons"]
-    assert "previous_champion" not in tags and "promoted_at" not in tags
-
-
-def test_regression_beyond_tolerance_refused_within_accepted(store):
-    uri = store[0]
-    first = _version_with(store, make_report(macro_f1=0.90))
-    assert apply_gate(uri, first, make_report(macro_f1=0.90), 0.01, MODEL, retry=FAST).promote
-
-    worse = make_report(macro_f1=0.88)
-    second = _version_with(store, worse)
-    decision = apply_gate(uri, second, worse, 0.01, MODEL, retry=FAST)
-    assert not decision.promote and "regression" in "; ".join(decision.reasons)
-    assert champion(uri, MODEL, retry=FAST)["version"] == first
-
-    close = make_report(macro_f1=0.895)
-    third = _version_with(store, close)
-    assert apply_gate(uri, third, close, 0.01, MODEL, retry=FAST).promote
-    assert champion(uri, MODEL, retry=FAST)["version"] == third
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    assert client.get_model_version(MODEL, third).tags["previous_champion"] == first
-
-
-def test_promote_and_rollback_record_who_and_why(store):
-    uri = store[0]
-    first = _version_with(store, make_report())
-    apply_gate(uri, first, make_report(), 0.01, MODEL, retry=FAST)
-    refused_report = make_report(weak="threats")
-    second = _version_with(store, refused_report)
-    apply_gate(uri, second, refused_report, 0.01, MODEL, retry=FAST)
-
-    with pytest.raises(RegistryError, match="no version '99'"):
-        promote(uri, 99, "alice", "hotfix", MODEL, retry=FAST)
-    with pytest.raises(RegistryError, match="who and why"):
-        promote(uri, second, "", "", MODEL, retry=FAST)
-
-    champ = promote(uri, second, "alice", "threats floor waived for the hotfix", MODEL, retry=FAST)
-    assert champ["version"] == second
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    tags = client.get_model_version(MODEL, second).tags
-    assert tags["promoted_by"] == "alice" and tags["promoted_why"].startswith("threats floor")
-    assert tags["previous_champion"] == first and tags["promotion.gate_override"] == "true"
-
-    champ = rollback(uri, "bob", "hotfix broke harassment", MODEL, retry=FAST)
-    assert champ["version"] == first
-    assert client.get_model_version(MODEL, second).tags["rolled_back_by"] == "bob"
-    restored = client.get_model_version(MODEL, first).tags
-    assert restored["promoted_by"] == "bob" and restored["promotion"] == "rollback"
-    with pytest.raises(RegistryError, match="nothing to roll back to"):
-        rollback(uri, "bob", "again", MODEL, retry=FAST)
-
-
-def test_rollback_without_champion_is_a_clear_error(store):
-    with pytest.raises(RegistryError, match="no champion"):
-        rollback(store[0], "bob", "why not", "never-registered", retry=FAST)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,12 +209,12 @@ def test_transient_errors_are_retried_others_are_not():
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 
     locked = sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database is locked"))
-    assert tracking._is_transient(locked)
-    assert tracking._is_transient(MlflowException("busy", error_code=TEMPORARILY_UNAVAILABLE))
-    assert not tracking._is_transient(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))
-    assert not tracking._is_transient(ValueError("bad value"))
+    assert _is_transient(locked)
+    assert _is_transient(MlflowException("busy", error_code=TEMPORARILY_UNAVAILABLE))
+    assert not _is_transient(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))
+    assert not _is_transient(ValueError("bad value"))
 
-    store = object.__new__(tracking._Store)
+    store = object.__new__(_Store)
     store.uri, store.retry = "sqlite:///x.db", FAST
     calls = []
 
