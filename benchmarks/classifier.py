@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from components.model.folder import VARIANT_FILES  # noqa: E402  (imports no torch)
 from flows.dvc_state import stage_names  # noqa: E402
 
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 TARGETS = {
     "int8_speedup": 1.5,  # INT8 throughput / fp32 throughput, each at its best thread count
     "int8_p50_ms": 10.0,  # INT8 batch-1 median latency, best thread count

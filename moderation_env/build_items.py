@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from components.ingest_external import normalize_social_text
+from components.text.social import normalize_social_text
 from moderation_env.items import ItemBank
 from moderation_env.policy import policy_book
 from moderation_env.vocab import strongest_action

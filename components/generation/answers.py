@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from components.core.contract import text_problem
 from components.core.taxonomy import LABELS, split_prefix
 from components.generation.prompts import Prompt
 from components.llm.usage import Usage
@@ -37,7 +38,7 @@ class Answer:
 class Rejected:
     """Why an example (or a whole answer: ``examples_lost`` > 1) was not kept."""
 
-    reason: str  # refusal | malformed | errored | off_category | duplicate | empty | too_long
+    reason: str  # refusal | malformed | errored | off_category | duplicate | empty | invalid_text | too_long
     detail: str
     raw: Any = None
     examples_lost: int = 1
@@ -81,6 +82,8 @@ def validate_answer(answer: Answer, prompt: Prompt, seen: set[str]) -> tuple[lis
         cats = ex.get("categories", [])
         if not text:
             rejects.append(Rejected("empty", "empty text", ex))
+        elif problem := text_problem(text):  # the data contract's rule: valid UTF-8, something visible
+            rejects.append(Rejected("invalid_text", problem, ex))
         elif len(text) > MAX_TEXT_CHARS:
             rejects.append(Rejected("too_long", f"{len(text)} characters > {MAX_TEXT_CHARS}", ex))
         elif looks_like_refusal(text):

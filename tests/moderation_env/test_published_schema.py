@@ -3,16 +3,13 @@
 uvicorn server on 127.0.0.1: its curl sequence (health, reset, step, state) replayed with a cookie
 jar, its agent loop played to the end, and its one shared episode not copied."""
 
-import socket
-import threading
-import time
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import BaseModel, ConfigDict, Field
 
+from tests.moderation_env.serving import serve_in_thread
 from moderation_env.environment import TASKS
 from moderation_env.server import EPISODE_HEADER, create_moderation_app
 
@@ -61,19 +58,8 @@ class PubState(BaseModel):
 
 @pytest.fixture(scope="module")
 def base_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_moderation_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_moderation_app()) as url:
+        yield url
 
 
 def decision(obs: dict) -> dict:

@@ -3,18 +3,15 @@ sessions, `openenv validate --url` against a real uvicorn server, and no gold on
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from tests.moderation_env.serving import serve_in_thread
 from moderation_env.agents import RandomAgent
 from moderation_env.client import ModerationEnvClient
 from moderation_env.environment import TASKS
@@ -44,28 +41,12 @@ def http():
     return TestClient(create_moderation_app(bank=sentinel_bank()))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     """A real uvicorn server on 127.0.0.1 serving the sentinel bank, in a thread."""
-    port = free_port()
-    config = uvicorn.Config(create_moderation_app(bank=sentinel_bank(), max_concurrent_envs=40), host="127.0.0.1",
-                            port=port, log_level="warning", ws_max_size=16 * 1024 * 1024)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_moderation_app(bank=sentinel_bank(), max_concurrent_envs=40),
+                         ws_max_size=16 * 1024 * 1024) as url:
+        yield url
 
 
 def action_for(obs: dict, **over) -> dict:
