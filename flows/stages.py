@@ -109,13 +109,12 @@ def evaluate(root: Path, params: Params) -> dict:
 
 
 def register(root: Path, params: Params) -> dict:
-    import yaml
-
+    from components.core.params import read_params_file
     from components.register import register as run
     from flows.settings import artifact_location, tracking_uri
 
     t = time.perf_counter()
-    raw = yaml.safe_load((root / "params.yaml").read_text("utf-8"))
+    raw = read_params_file(root / "params.yaml").data  # params as written, for MLflow
     uri = tracking_uri()
     stats = run(params, raw, tracking_uri=uri, reports_dir=root / params.paths.reports,
                 release_dir=root / params.paths.model / "release", dvc_lock=root / "dvc.lock", code_root=root,

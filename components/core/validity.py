@@ -23,24 +23,33 @@ _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp
 _BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
-def utf8_problem(value: str) -> str | None:
-    """Why ``value`` cannot be written as UTF-8 (a lone UTF-16 surrogate), or None.
+def non_utf8(value: str) -> tuple[int, str] | None:
+    """Where and what the first character UTF-8 cannot encode is: ``(position from 1, "byte 0xff")``
+    or ``(position, "lone surrogate U+D83D")``; None when ``value`` is valid.
 
     A surrogate in U+DC80..U+DCFF is how Python carries a byte that was not UTF-8
-    (``surrogateescape``); any other one is half of a UTF-16 pair, e.g. "\\ud83d" without its
-    partner.
+    (``surrogateescape``); any other one is half of a UTF-16 pair, e.g. "\\ud83d" without its partner.
     """
     try:
         value.encode("utf-8")
         return None
     except UnicodeEncodeError as exc:
         char = value[exc.start]
-        where = f"at character {exc.start + 1}"
         if "\udc80" <= char <= "\udcff":
-            return (f"not valid UTF-8: byte 0x{ord(char) - 0xDC00:02x} {where} is not UTF-8 text; "
-                    "re-save the source as UTF-8")
-        return (f"not valid UTF-8: lone surrogate U+{ord(char):04X} {where} (half of a UTF-16 pair); "
-                "write the whole character (e.g. the emoji itself) or remove it")
+            return exc.start + 1, f"byte 0x{ord(char) - 0xDC00:02x}"
+        return exc.start + 1, f"lone surrogate U+{ord(char):04X}"
+
+
+def utf8_problem(value: str) -> str | None:
+    """Why ``value`` cannot be written as UTF-8 (see :func:`non_utf8`), or None."""
+    found = non_utf8(value)
+    if found is None:
+        return None
+    at, what = found
+    if what.startswith("byte"):
+        return f"not valid UTF-8: {what} at character {at} is not UTF-8 text; re-save the source as UTF-8"
+    return (f"not valid UTF-8: {what} at character {at} (half of a UTF-16 pair); "
+            "write the whole character (e.g. the emoji itself) or remove it")
 
 
 def is_visible(char: str) -> bool:

@@ -87,9 +87,13 @@ def read_yaml(path: str | os.PathLike) -> YamlDocument:
         raise YamlFileError(f"{path} line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; re-save the file as "
                             "UTF-8") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        _check_nodes(node, "", path)
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)  # one parse: the node tree gives the lines, then the data
+        try:
+            node = loader.get_single_node()
+            _check_nodes(node, "", path)
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise YamlFileError(f"{path} {_mark(exc)}: not valid YAML: {problem}; fix the indentation or quoting "

@@ -12,12 +12,12 @@ import time
 
 from components.tracking.lineage import LineageTable, load_lineage, next_version, version_number
 from components.tracking.runs import _experiment_id, _log_batches, flatten_params
-from components.tracking.store import RetryPolicy, _name, _Store, _tag_value, numeric_items
+from components.tracking.store import RetryPolicy, metric_name, Store, tag_value, numeric_items
 
 log = logging.getLogger(__name__)
 
 
-def _lineage_runs(store: _Store, exp_id: str, historical: bool | None = None) -> list:
+def _lineage_runs(store: Store, exp_id: str, historical: bool | None = None) -> list:
     flt = "tags.`lineage.version` != ''"
     if historical is not None:
         flt = f"tags.`lineage.historical` = '{'true' if historical else 'false'}'"
@@ -48,7 +48,7 @@ def import_lineage(
     from mlflow.entities import Metric, Param
 
     table = table or load_lineage()
-    store = _Store(tracking_uri, retry)
+    store = Store(tracking_uri, retry)
     exp_id = _experiment_id(store, experiment_name, artifact_location)
     existing: dict[str, str] = {}
     for run in _lineage_runs(store, exp_id, historical=True):
@@ -64,20 +64,20 @@ def import_lineage(
             "lineage.version": exp.version,
             "lineage.parent": exp.parent or "none",
             "lineage.historical": "true",
-            "lineage.description": _tag_value(exp.description),
-            "mlflow.note.content": _tag_value(
+            "lineage.description": tag_value(exp.description),
+            "mlflow.note.content": tag_value(
                 exp.description + ("\n\n" + "\n".join(f"- {n}" for n in exp.notes) if exp.notes else "")
             ),
         }
         if exp.notes:
-            tags["lineage.notes"] = _tag_value(" | ".join(exp.notes))
+            tags["lineage.notes"] = tag_value(" | ".join(exp.notes))
         if parent_run:
             tags["lineage.parent_run_id"] = parent_run
             tags["mlflow.parentRunId"] = parent_run
         run = store.create_run(exp_id, run_name=exp.version, tags=tags, start_time=now)
         run_id = run.info.run_id
-        params = [Param(_name(k), v) for k, v in flatten_params(exp.overrides).items()]
-        metrics = [Metric(_name(f"reported.{k}"), v, now, 0) for k, v in numeric_items("", exp.reported)]
+        params = [Param(metric_name(k), v) for k, v in flatten_params(exp.overrides).items()]
+        metrics = [Metric(metric_name(f"reported.{k}"), v, now, 0) for k, v in numeric_items("", exp.reported)]
         _log_batches(store, run_id, metrics=metrics, params=params)
         store.set_terminated(run_id, "FINISHED", end_time=now)
         existing[exp.version] = run_id
@@ -92,7 +92,7 @@ def lineage_versions(
 
     Where a version appears twice the newest run wins.
     """
-    store = _Store(tracking_uri, retry)
+    store = Store(tracking_uri, retry)
     exp = store.get_experiment_by_name(experiment_name)
     if exp is None:
         return {}

@@ -25,9 +25,9 @@ from components.tracking.store import (
     RetryPolicy,
     TrackingError,
     _error_code,
-    _now_iso,
-    _Store,
-    _tag_value,
+    now_iso,
+    Store,
+    tag_value,
 )
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
-def _ensure_registered_model(store: _Store, name: str) -> None:
+def _ensure_registered_model(store: Store, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -63,10 +63,10 @@ def register_version(
     tracking_uri: str, run_id: str, model_name: str = DEFAULT_MODEL_NAME, *, retry: RetryPolicy | None = None
 ) -> str:
     """A new version of ``model_name`` from the run's ``model/`` artifacts, aliased ``candidate``."""
-    store = _Store(tracking_uri, retry)
+    store = Store(tracking_uri, retry)
     run = store.get_run(run_id)
     _ensure_registered_model(store, model_name)
-    tags = {"registered_at": _now_iso()}
+    tags = {"registered_at": now_iso()}
     if (macro := run.data.metrics.get("test_macro_f1")) is not None:
         tags["macro_f1"] = repr(float(macro))
     for key in ("lineage.version", "lineage.parent", "gate.verdict", "gate.failing", "data.version",
@@ -79,7 +79,7 @@ def register_version(
     return str(mv.version)
 
 
-def _version(store: _Store, model_name: str, version: str | int):
+def _version(store: Store, model_name: str, version: str | int):
     from mlflow.exceptions import MlflowException
 
     try:
@@ -95,7 +95,7 @@ def _version(store: _Store, model_name: str, version: str | int):
     )
 
 
-def _all_versions(store: _Store, model_name: str) -> list:
+def _all_versions(store: Store, model_name: str) -> list:
     try:
         return list(store.search_model_versions(f"name = '{model_name}'"))
     except TrackingError:
@@ -104,7 +104,7 @@ def _all_versions(store: _Store, model_name: str) -> list:
         return []
 
 
-def _by_alias(store: _Store, model_name: str, alias: str):
+def _by_alias(store: Store, model_name: str, alias: str):
     from mlflow.exceptions import MlflowException
 
     try:
@@ -115,7 +115,7 @@ def _by_alias(store: _Store, model_name: str, alias: str):
         raise
 
 
-def _macro_f1_of(store: _Store, mv) -> float | None:
+def _macro_f1_of(store: Store, mv) -> float | None:
     tag = (mv.tags or {}).get("macro_f1")
     if tag:
         try:
@@ -128,7 +128,7 @@ def _macro_f1_of(store: _Store, mv) -> float | None:
     return None
 
 
-def _champion(store: _Store, model_name: str) -> dict | None:
+def _champion(store: Store, model_name: str) -> dict | None:
     mv = _by_alias(store, model_name, CHAMPION)
     if mv is None:
         return None
@@ -142,23 +142,23 @@ def _champion(store: _Store, model_name: str) -> dict | None:
 
 def champion(tracking_uri: str, model_name: str = DEFAULT_MODEL_NAME, *, retry: RetryPolicy | None = None) -> dict | None:
     """The current champion: ``{version, macro_f1, promoted_at, run_id}``, or None if there is none."""
-    return _champion(_Store(tracking_uri, retry), model_name)
+    return _champion(Store(tracking_uri, retry), model_name)
 
 
-def _set_version_tags(store: _Store, model_name: str, version: str, tags: Mapping[str, Any]) -> None:
+def _set_version_tags(store: Store, model_name: str, version: str, tags: Mapping[str, Any]) -> None:
     for key, value in tags.items():
-        store.set_model_version_tag(model_name, version, key, _tag_value(value))
+        store.set_model_version_tag(model_name, version, key, tag_value(value))
 
 
-def _set_run_tags(store: _Store, run_id: str | None, tags: Mapping[str, Any]) -> None:
+def _set_run_tags(store: Store, run_id: str | None, tags: Mapping[str, Any]) -> None:
     if not run_id:
         return
     from mlflow.entities import RunTag
 
-    store.log_batch(run_id, tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
+    store.log_batch(run_id, tags=[RunTag(k, tag_value(v)) for k, v in tags.items()])
 
 
-def _move_champion(store: _Store, model_name: str, version: str, tags: Mapping[str, Any]) -> None:
+def _move_champion(store: Store, model_name: str, version: str, tags: Mapping[str, Any]) -> None:
     """Tag first, then move the alias: a failure in between leaves champion where it was."""
     _set_version_tags(store, model_name, version, tags)
     store.set_registered_model_alias(model_name, CHAMPION, version)
@@ -219,7 +219,7 @@ def apply_gate(
     that says to rerun evaluate. A refused version never touches ``champion``. Raises
     :class:`RegistryError` for an unknown version, :class:`TrackingError` when the store is down.
     """
-    store = _Store(tracking_uri, retry)
+    store = Store(tracking_uri, retry)
     version = str(version)
     mv = _version(store, model_name, version)
     gate = report.get("gate") or {}
@@ -233,7 +233,7 @@ def apply_gate(
     if stale:
         reasons.append(stale)
     decision = Decision(promote=bool(gate.get("passed")) and stale is None, reasons=reasons)
-    now = _now_iso()
+    now = now_iso()
     tags = {
         "gate.decision": "promoted" if decision.promote else "refused",
         "gate.reasons": "; ".join(decision.reasons),
@@ -279,7 +279,7 @@ def promote(
 ) -> dict:
     """A person makes ``version`` champion; who and why are recorded as tags. Returns the new champion."""
     _require(who, why)
-    store = _Store(tracking_uri, retry)
+    store = Store(tracking_uri, retry)
     version = str(version)
     mv = _version(store, model_name, version)
     current = _champion(store, model_name)
@@ -287,7 +287,7 @@ def promote(
         raise RegistryError(f"{model_name} version {version} is already champion")
     tags = {
         "previous_champion": current["version"] if current else "none",
-        "promoted_at": _now_iso(),
+        "promoted_at": now_iso(),
         "promoted_by": who,
         "promoted_why": why,
         "promotion": "manual",
@@ -309,7 +309,7 @@ def rollback(
 ) -> dict:
     """Move ``champion`` back to the version it replaced; who and why are recorded as tags."""
     _require(who, why)
-    store = _Store(tracking_uri, retry)
+    store = Store(tracking_uri, retry)
     current = _by_alias(store, model_name, CHAMPION)
     if current is None:
         raise RegistryError(f"{model_name} has no champion: nothing to roll back")
@@ -319,7 +319,7 @@ def rollback(
             f"{model_name} champion version {current.version} replaced no earlier champion: nothing to roll back to"
         )
     _version(store, model_name, previous)
-    now = _now_iso()
+    now = now_iso()
     _set_version_tags(store, model_name, str(current.version), {
         "rolled_back_at": now, "rolled_back_by": who, "rolled_back_why": why, "rolled_back_to": previous,
     })

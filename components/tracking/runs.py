@@ -23,10 +23,10 @@ from components.tracking.store import (
     RetryPolicy,
     TrackingError,
     _error_code,
-    _name,
-    _number,
-    _Store,
-    _tag_value,
+    metric_name,
+    as_number,
+    Store,
+    tag_value,
     _TRUNCATED,
     numeric_items,
     redact_uri,
@@ -122,7 +122,7 @@ def _common_dir(git: Path) -> Path:
 # experiments and runs
 
 
-def _experiment_id(store: _Store, name: str, artifact_location: str | None = None) -> str:
+def _experiment_id(store: Store, name: str, artifact_location: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
     exp = store.get_experiment_by_name(name)
@@ -141,7 +141,7 @@ def _experiment_id(store: _Store, name: str, artifact_location: str | None = Non
         raise
 
 
-def _log_batches(store: _Store, run_id: str, metrics=(), params=(), tags=()) -> None:
+def _log_batches(store: Store, run_id: str, metrics=(), params=(), tags=()) -> None:
     metrics, params, tags = list(metrics), list(params), list(tags)
     for i in range(0, len(params), _BATCH_PARAMS_TAGS):
         store.log_batch(run_id, params=params[i : i + _BATCH_PARAMS_TAGS])
@@ -157,23 +157,23 @@ def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     test = report.get("test") or {}
     for cat, figures in (test.get("per_category") or {}).items():
         for key in ("precision", "recall", "f1", "pr_auc"):
-            if (v := _number(figures.get(key))) is not None:
+            if (v := as_number(figures.get(key))) is not None:
                 out[f"test_{key}.{cat}"] = v
         for key in ("threshold", "support", "predicted"):
-            if (v := _number(figures.get(key))) is not None:
+            if (v := as_number(figures.get(key))) is not None:
                 out[f"{key}.{cat}"] = v
     for key, value in test.items():
-        if key != "per_category" and (v := _number(value)) is not None:
+        if key != "per_category" and (v := as_number(value)) is not None:
             out[f"test_{key}"] = v
     for cat, value in (report.get("thresholds") or {}).items():
-        if (v := _number(value)) is not None:
+        if (v := as_number(value)) is not None:
             out.setdefault(f"threshold.{cat}", v)
     gate = report.get("gate") or {}
     out["gate_passed"] = 1.0 if gate.get("passed") else 0.0
     out["gate_failing_count"] = float(len(gate.get("failing") or []))
 
     for variant, figures in (report.get("variants") or {}).items():
-        if (size := _number((figures or {}).get("size_bytes"))) is not None:
+        if (size := as_number((figures or {}).get("size_bytes"))) is not None:
             out[f"size_mb.{variant}"] = size / 1e6
         for path, v in numeric_items("", figures or {}):
             if path == "gate_passed":
@@ -191,9 +191,9 @@ def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     for key, value in calib.items():
         if key == "per_category_brier":
             for cat, v in (value or {}).items():
-                if (n := _number(v)) is not None:
+                if (n := as_number(v)) is not None:
                     out[f"brier.{cat}"] = n
-        elif (n := _number(value)) is not None:
+        elif (n := as_number(value)) is not None:
             out[f"calibration.{key}"] = n
     for path, v in numeric_items("robustness", report.get("robustness") or {}):
         out[path] = v
@@ -202,9 +202,9 @@ def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
         for path, v in numeric_items(f"external.{short}", figures or {}):
             out[path] = v
     for key in ("seconds", "champion_macro_f1", "f1_floor"):
-        if (v := _number(report.get(key))) is not None:
+        if (v := as_number(report.get(key))) is not None:
             out[f"evaluate_{key}" if key == "seconds" else key] = v
-    return {_name(k): v for k, v in out.items()}
+    return {metric_name(k): v for k, v in out.items()}
 
 
 def _gate_tags(report: Mapping[str, Any]) -> dict[str, str]:
@@ -216,7 +216,7 @@ def _gate_tags(report: Mapping[str, Any]) -> dict[str, str]:
     }
     for check in gate.get("checks") or []:
         if not check.get("passed"):
-            tags[_name(f"gate.check.{check.get('name')}")] = _tag_value(check.get("detail", "failed"))
+            tags[metric_name(f"gate.check.{check.get('name')}")] = tag_value(check.get("detail", "failed"))
     if report.get("served_variant"):
         tags["served_variant"] = str(report["served_variant"])
     return tags
@@ -250,9 +250,9 @@ def log_pipeline_run(
     """
     from mlflow.entities import Metric, Param
 
-    store = _Store(tracking_uri, retry)
+    store = Store(tracking_uri, retry)
     exp_id = _experiment_id(store, experiment_name, artifact_location)
-    all_tags = {str(k): _tag_value(v) for k, v in (tags or {}).items() if v is not None}
+    all_tags = {str(k): tag_value(v) for k, v in (tags or {}).items() if v is not None}
     all_tags.update(_gate_tags(report))
     if train_stats:
         for key in ("profile", "model", "mode", "device"):
@@ -266,22 +266,22 @@ def log_pipeline_run(
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in report_metrics(report).items()]
         for path, v in numeric_items("train", dict(train_stats or {})):
-            metrics.append(Metric(_name(path), v, now, 0))
+            metrics.append(Metric(metric_name(path), v, now, 0))
         for path, v in numeric_items("export", {
             k: val for k, val in (export_report or {}).items() if k != "stage"
         }):
-            metrics.append(Metric(_name(path), v, now, 0))
+            metrics.append(Metric(metric_name(path), v, now, 0))
         for i, point in enumerate(history or []):
             step = int(point.get("epoch", point.get("step", i + 1)))
             for key, value in point.items():
-                if key in ("epoch", "step") or (v := _number(value)) is None:
+                if key in ("epoch", "step") or (v := as_number(value)) is None:
                     continue
-                metrics.append(Metric(_name("train_loss" if key == "loss" else key), v, now, step))
+                metrics.append(Metric(metric_name("train_loss" if key == "loss" else key), v, now, step))
         for key, value in (extra_metrics or {}).items():
-            if (v := _number(value)) is not None:
-                metrics.append(Metric(_name(key), v, now, 0))
+            if (v := as_number(value)) is not None:
+                metrics.append(Metric(metric_name(key), v, now, 0))
         flat = flatten_params(params)
-        _log_batches(store, run_id, metrics=metrics, params=[Param(_name(k), v) for k, v in flat.items()])
+        _log_batches(store, run_id, metrics=metrics, params=[Param(metric_name(k), v) for k, v in flat.items()])
 
         missing = []
         for item in artifacts:
@@ -299,7 +299,7 @@ def log_pipeline_run(
                 missing.append(str(model_dir))
         if missing:
             log.warning("artifacts not found, not logged: %s", ", ".join(missing))
-            store.set_tag(run_id, "artifacts.missing", _tag_value(", ".join(missing)))
+            store.set_tag(run_id, "artifacts.missing", tag_value(", ".join(missing)))
         store.set_tag(run_id, "model.logged", "true" if model_dir is not None and Path(model_dir).is_dir() else "false")
         store.set_terminated(run_id, "FINISHED")
     except BaseException:

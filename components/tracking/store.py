@@ -142,7 +142,7 @@ def _unavailable(uri: str, what: str, attempts: int, exc: BaseException) -> Trac
     )
 
 
-class _Store:
+class Store:
     """An MlflowClient whose every call is retried and whose give-up is a TrackingError."""
 
     def __init__(self, uri: str, retry: RetryPolicy | None = None):
@@ -199,12 +199,12 @@ def _error_code(exc: BaseException) -> str | None:
 # names and values MLflow accepts
 
 
-def _name(text: str) -> str:
+def metric_name(text: str) -> str:
     """A metric/param/tag key MLflow accepts on every platform."""
     return _NAME_BAD_CHARS.sub("_", str(text))[:250]
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)) and math.isfinite(float(value)):
@@ -218,15 +218,15 @@ def numeric_items(prefix: str, obj: Any) -> Iterable[tuple[str, float]]:
         for key, value in obj.items():
             yield from numeric_items(f"{prefix}.{key}" if prefix else str(key), value)
     else:
-        num = _number(obj)
+        num = as_number(obj)
         if num is not None:
             yield prefix, num
 
 
-def _tag_value(value: Any, max_len: int = MAX_TAG_VALUE) -> str:
+def tag_value(value: Any, max_len: int = MAX_TAG_VALUE) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= max_len else text[: max_len - len(_TRUNCATED)] + _TRUNCATED
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

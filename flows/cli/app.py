@@ -24,15 +24,14 @@ def shown(value: str, limit: int = 60) -> str:
 
 def argument_problem(value: str) -> str | None:
     """Why a command-line value is unusable (bytes that are not UTF-8), or None."""
-    try:
-        value.encode("utf-8")
+    from components.core.validity import non_utf8
+
+    found = non_utf8(value)
+    if found is None:
         return None
-    except UnicodeEncodeError as exc:
-        char = value[exc.start]
-        what = (f"byte 0x{ord(char) - 0xDC00:02x}" if "\udc80" <= char <= "\udcff"
-                else f"lone surrogate U+{ord(char):04X}")
-        return (f"is not valid UTF-8 ({what} at character {exc.start + 1}); pass UTF-8 text "
-                "(set the terminal to UTF-8, e.g. export LANG=C.UTF-8; rename a file whose name is not UTF-8)")
+    at, what = found
+    return (f"is not valid UTF-8 ({what} at character {at}); pass UTF-8 text "
+            "(set the terminal to UTF-8, e.g. export LANG=C.UTF-8; rename a file whose name is not UTF-8)")
 
 
 class _CheckedGroup(TyperGroup):

@@ -29,7 +29,7 @@ from components.tracking import (  # noqa: E402
     log_pipeline_run,
 )
 from components.tracking.lineage import LineageError, load_lineage, next_version, parse_lineage  # noqa: E402
-from components.tracking.store import _is_transient, _Store  # noqa: E402
+from components.tracking.store import Store, _is_transient  # noqa: E402
 from tests.components.tracking.support import EXP, FAST, make_report  # noqa: E402
 
 
@@ -214,7 +214,7 @@ def test_transient_errors_are_retried_others_are_not():
     assert not _is_transient(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))
     assert not _is_transient(ValueError("bad value"))
 
-    store = object.__new__(_Store)
+    store = object.__new__(Store)
     store.uri, store.retry = "sqlite:///x.db", FAST
     calls = []
 
