@@ -80,7 +80,7 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print machine-
     from dvc.lock import LockError
 
     root = setup()
-    project_params(root)  # a broken params.yaml is named here, line and fix, before DVC reads it
+    params = project_params(root)  # a broken params.yaml is named here, line and fix, before DVC reads it
     try:
         rows = pipeline_status(root)
     except LockError:
@@ -105,15 +105,14 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print machine-
         )
         table.add_row(row["stage"], state, outs)
     console.print(table)
-    _print_registry(root)
+    _print_registry(root, params)
 
 
-def _print_registry(root: Path) -> None:
+def _print_registry(root: Path, params) -> None:
     """The champion (version, macro F1, when promoted) and the last run's verdict."""
     from components import tracking
     from flows.settings import tracking_uri
 
-    params = project_params(root)
     last = root / params.paths.reports / "registry.json"
     if last.exists():
         r = json.loads(last.read_text())
@@ -152,7 +151,7 @@ def run(
             raise fail(f"unknown step {step!r}; steps: {', '.join(names)}")
     if experiment:
         _apply_experiment(root, experiment)
-    project_params(root)  # validate before starting Prefect
+    params = project_params(root)  # validate before starting Prefect
     try:
         summary = run_in_process(root, to_step=to_step, force=[from_step] if from_step else None)
     except (PipelineBusyError, TrackingError, ValueError, FileNotFoundError) as exc:
@@ -162,8 +161,8 @@ def run(
         style = "dim" if info["state"] == "Cached" else "green"
         console.print(f"  [{style}]{name}: {info['state']}[/] ({info['seconds']} s)", highlight=False)
     if to_step is None or to_step in ("evaluate", "register"):
-        _print_verdict(root)
-        _print_registry(root)
+        _print_verdict(root, params)
+        _print_registry(root, params)
 
 
 def _apply_experiment(root: Path, version: str) -> None:
@@ -185,9 +184,8 @@ def _apply_experiment(root: Path, version: str) -> None:
                   "defaults.", highlight=False)
 
 
-def _print_verdict(root: Path) -> None:
+def _print_verdict(root: Path, params) -> None:
     """The gate's verdict on the model the last evaluation judged, in one screen."""
-    params = project_params(root)
     path = root / params.paths.reports / "metrics.json"
     if not path.exists():
         return

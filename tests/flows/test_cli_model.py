@@ -224,18 +224,20 @@ def test_verdict_shows_the_no_regression_check_against_the_champion(tmp_path, ca
     import shutil
 
     from components.core.contract import write_json
+    from components.core.params import load_params
     from flows.cli.pipeline import _print_verdict
     from tests.components.tracking.support import make_report
     from tests.conftest import ROOT
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    params = load_params(tmp_path / "params.yaml")
     write_json(tmp_path / "reports/metrics.json", make_report(macro_f1=0.93, champion={"version": "3", "macro_f1": 0.91}))
-    _print_verdict(tmp_path)
+    _print_verdict(tmp_path, params)
     out = capsys.readouterr().out
     assert "quality gate PASSED" in out
     assert "no_regression: macro f1 0.9300 >= champion version 3 0.9100 - 0.0100" in out
     write_json(tmp_path / "reports/metrics.json", make_report(macro_f1=0.80, champion={"version": "3", "macro_f1": 0.91}))
-    _print_verdict(tmp_path)
+    _print_verdict(tmp_path, params)
     out = capsys.readouterr().out
     assert "quality gate FAILED" in out and "failing no_regression: macro f1 0.8000 < champion version 3" in out
     assert "stays a candidate" in out
