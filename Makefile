@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean-env
+.PHONY: run test install browser clean-env
 
 # torch goes in first, pinned exactly: an unpinned torch pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -20,8 +20,23 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/content-moderation run
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The report's browser test (tests/components/test_report.py) drives Debian's chromium headless.
+# Installed with apt-get when missing: as root, or through sudo; otherwise it says what to run.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: $(CHROMIUM) is missing and there is no apt-get: install Debian's chromium package (the report test needs it)" >&2; exit 1; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "error: $(CHROMIUM) is missing; installing it needs root: run 'make browser' as root, or as root 'apt-get install chromium'" >&2; exit 1; fi; \
+	echo "installing Debian's chromium (headless, for the report's browser test)"; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation && \
+	test -x $(CHROMIUM) && $(CHROMIUM) --version
 
 clean-env:
 	rm -rf $(VENV)

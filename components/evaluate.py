@@ -1,10 +1,13 @@
-"""The evaluate step: score every ONNX variant, tune thresholds, judge the gate, pick what ships.
+"""The evaluate step: score every ONNX variant, tune thresholds, pick what ships, judge the gate.
 
-Thresholds are tuned per category on the validation split and judged on the test split.
-Every variant is scored the same way; the served variant is the smallest one whose macro F1
-is within ``evaluate.variant_tolerance`` of fp32 and that passes the gate. Parity is measured
-against the PyTorch model's validation probabilities (saved by the export step) at the tuned
-thresholds, i.e. on the decisions that will actually be served.
+Thresholds are tuned per category on the validation split. Every variant is scored the same
+way on the test split (generated text); the served variant is the smallest one whose macro F1
+is within ``evaluate.variant_tolerance`` of fp32 and that passes the generated and release tiers.
+Parity is measured against the PyTorch model's validation probabilities (saved by the export
+step) at the tuned thresholds, i.e. on the decisions that will actually be served. The served
+variant alone is then scored on the held-out real text (``real_test.jsonl``) and the behavioural
+suite, which never pick a threshold or a variant, and judged on every tier
+(:mod:`components.quality.gate`).
 
 Outputs: a release folder (the served ONNX file, tokenizer, classifier.json, thresholds.json,
 manifest.json with checksums and the verdict), ``reports/metrics.json`` and plots.
@@ -25,10 +28,12 @@ from components.core.params import EvaluateParams
 from components.model.folder import TORCH_VAL_PROBS, VARIANT_FILES, write_release
 from components.model.onnx_runtime import OnnxClassifier
 from components.model.scoring import label_matrix
-from components.quality.gate import quality_gate, select_served_variant
-from components.quality.metrics import calibration, category_metrics, per_source, robustness, tune_thresholds
+from components.quality import behaviour as suite
+from components.quality.gate import quality_gate, select_served_variant, variant_checks
+from components.quality.metrics import calibration, category_metrics, cooccurrence, robustness, tune_thresholds
 from components.quality.parity import parity as measure_parity
-from components.quality.plots import write_plots
+from components.quality.plots import write_plots, write_threshold_curves
+from components.quality.real_text import is_real, real_text_metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +62,30 @@ def _read_split(path: Path, name: str):
     return records
 
 
+def _real_split(path: Path | None) -> list:
+    """The held-out real text, or [] (the real tier then fails: "no held-out real text")."""
+    if path is None or not Path(path).exists():
+        log.warning("no held-out real text at %s: the gate's real-text tier cannot pass", path)
+        return []
+    return [r for r in read_records(path).records if is_real(r)]
+
+
 def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluateParams, release_dir: Path,
-             plots_dir: Path, champion: Mapping[str, Any] | None = None) -> dict:
+             plots_dir: Path, champion: Mapping[str, Any] | None = None, real_test_path: Path | None = None) -> dict:
     """Score every variant in ``onnx_dir``; write the release folder and plots; return the metrics report.
 
-    ``champion``: the registry's current champion as ``{"version": str, "macro_f1": float | None}``
+    ``champion``: the registry's current champion as ``{"version": str, "macro_f1": float | None,
+    "real_pr_auc": {group: {category: float}}, "behaviour_pass_rate": {functionality: float}}``
     (the caller looks it up; this step imports no tracking), or None when there is none. The
-    gate's no-regression check compares with it and the report records which one it was
+    gate's regression checks compare with it and the report records which one it was
     (``gate.champion``), so the register step can tell whether the champion moved since.
+    ``real_test_path``: the held-out real text (``real_test.jsonl``); absent, the real tier fails.
     Raises ContractError for an empty or invalid split or a folder without model.onnx.
     """
     onnx_dir = Path(onnx_dir)
     val, test = _read_split(val_path, "validation"), _read_split(test_path, "test")
+    real = _real_split(real_test_path)
+    generated = [i for i, r in enumerate(test) if not is_real(r)]
     yva, yte = label_matrix(val), label_matrix(test)
     val_texts, test_texts = [r.text for r in val], [r.text for r in test]
     reference = np.load(onnx_dir / TORCH_VAL_PROBS) if (onnx_dir / TORCH_VAL_PROBS).exists() else None
@@ -90,39 +107,56 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
         latency = batch1_latency_ms(model, test_texts[:LATENCY_SAMPLES])
         thresholds = tune_thresholds(yva, pv, params)
         metrics = category_metrics(yte, pt, thresholds)
+        gen_metrics = category_metrics(yte[generated], pt[generated], thresholds)
         parity = measure_parity(reference, pv, thresholds) if reference is not None else None
-        verdict = quality_gate(metrics, parity, params, champion)
+        checks = variant_checks(gen_metrics, parity, params, champion)
         results[variant] = {
             "file": VARIANT_FILES[variant],
             "size_bytes": (onnx_dir / VARIANT_FILES[variant]).stat().st_size,
             "texts_per_second": round((len(val_texts) + len(test_texts)) / seconds, 1),
             **latency,
-            "macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"],
-            "thresholds": thresholds, "metrics": metrics, "parity": parity,
-            "gate": verdict.to_dict(), "gate_passed": verdict.passed,
+            "macro_f1": gen_metrics["macro_f1"], "micro_f1": gen_metrics["micro_f1"],
+            "thresholds": thresholds, "metrics": metrics, "generated": gen_metrics, "parity": parity,
+            "gate_passed": all(c.passed for c in checks),
         }
-        probs_by_variant[variant] = (pv, pt)
-        log.info("%s: macro F1 %.4f, gate %s", variant, metrics["macro_f1"], "pass" if verdict.passed else "FAIL")
+        probs_by_variant[variant] = (model, pv, pt)
+        log.info("%s: generated macro F1 %.4f, variant checks %s", variant, gen_metrics["macro_f1"],
+                 "pass" if results[variant]["gate_passed"] else "FAIL")
 
     served = select_served_variant(results, params.variant_tolerance)
     # With nothing passing, the fp32 model is still released as a candidate: never promoted, but inspectable.
     chosen = served or "fp32"
     best = results[chosen]
-    _, pt = probs_by_variant[chosen]
+    model, pv, pt = probs_by_variant[chosen]
+    thresholds = best["thresholds"]
+    real_report = None
+    if real:
+        pr = model.predict_proba([r.text for r in real], params.batch_size)
+        real_report = real_text_metrics(real, label_matrix(real), pr, thresholds, params.real_min_support)
+    cases = suite.expand(suite.load_suite())
+    pb = model.predict_proba([OnnxClassifier.with_context(c.text) for c in cases], params.batch_size)
+    behaviour_report = {**suite.score(cases, pb, thresholds), "floor": params.behaviour_floor}
+    verdict = quality_gate(best["generated"], best["parity"], params, champion,
+                           real=real_report, behaviour=behaviour_report)
     report = {
         "served_variant": chosen,
-        "gate": {**best["gate"], "passed": served is not None},
+        "gate": verdict.to_dict(),
+        "generated": best["generated"],
         "test": best["metrics"],
-        "thresholds": best["thresholds"],
+        "real": None if real_report is None else {**real_report, "roc_auc_floor": params.real_roc_auc_floor},
+        "behaviour": behaviour_report,
+        "thresholds": thresholds,
         "calibration": calibration(yte, pt, params.calibration_bins),
-        "robustness": robustness(test, yte, pt, best["thresholds"]),
-        "external": per_source(test, yte, pt, best["thresholds"]),
+        "robustness": robustness(test, yte, pt, thresholds),
+        "cooccurrence": cooccurrence(yte, pt, thresholds),
         "variants": {v: {k: r[k] for k in ("file", "size_bytes", "texts_per_second", "latency_ms_p50",
                                            "latency_ms_p95", "macro_f1", "micro_f1", "gate_passed", "parity")}
                      for v, r in results.items()},
         "f1_floor": params.f1_floor,
+        "champion": verdict.to_dict()["champion"],
         "champion_macro_f1": None if champion is None else champion.get("macro_f1"),
     }
-    write_plots(yte, pt, best["thresholds"], {**best["metrics"], "f1_floor": params.f1_floor}, plots_dir)
-    write_release(onnx_dir, release_dir, chosen, best["thresholds"], report)
+    write_plots(yte, pt, thresholds, {**best["generated"], "f1_floor": params.f1_floor}, plots_dir)
+    write_threshold_curves(yva, pv, thresholds, params, plots_dir)
+    write_release(onnx_dir, release_dir, chosen, thresholds, report)
     return report

@@ -2,9 +2,11 @@
 
 Every mapping from a public set's labels to the 18 categories lives in one table,
 ``resources/external_sources.yaml`` (read by ``components/external/sources.py`` with the files'
-readers; text cleaning in ``components/text/social.py``); this module applies the table, caps
-each source with a balanced deterministic sample, rejects rows whose text is not valid UTF-8 or has
-no visible character (with their file and line), and writes records.
+readers; text cleaning in ``components/text/social.py``); this module applies the table, cuts
+each text to ``IngestParams.max_chars``, caps each source with a balanced deterministic sample,
+rejects rows whose text is not valid UTF-8 or has no visible character, or whose label columns
+are malformed (with their file and line), and writes records. Every record carries its source
+(``metadata.source = external:<key>``) and its evaluation group (``metadata.eval_group``).
 
 A set found in none of ``IngestParams.roots`` is skipped and reported, so the pipeline runs
 (with an empty output) on a machine that has no copy of the data.
@@ -40,9 +42,10 @@ from components.external.sources import (  # noqa: F401
     data_files,
     load_source,
     load_sources,
+    map_labels,
     read_rows,
 )
-from components.text.social import normalize_social_text
+from components.text.social import cap_chars, normalize_social_text
 
 log = logging.getLogger(__name__)
 
@@ -113,21 +116,20 @@ def _find_folder(spec: dict, roots: list[Path]) -> tuple[Path | None, Path | Non
     return None, None
 
 
-def _to_record(key: str, spec: dict, row: Row, text: str, labels: list[str]) -> Record:
+def _to_record(key: str, spec: dict, row: Row, text: str, labels: list[str], chars: int) -> Record:
     rid = f"{key}-{row.index}"
-    return Record(
-        id=rid,
-        text=text,
-        labels=make_labels(labels),
-        metadata={
-            "source": f"external:{key}",
-            "category": labels[0] if labels else None,
-            "group": rid,
-            "audience": "GENERAL",
-            "surface": spec["surface"],
-            "original_label": str(row.label),
-        },
-    )
+    meta = {
+        "source": f"external:{key}",
+        "category": labels[0] if labels else None,
+        "group": rid,
+        "audience": "GENERAL",
+        "surface": spec["surface"],
+        "original_label": str(row.label),
+        "eval_group": spec["eval_group"],
+    }
+    if chars > len(text):
+        meta["chars_before_cap"] = chars  # the normalised text was cut to ingest.max_chars
+    return Record(id=rid, text=text, labels=make_labels(labels), metadata=meta)
 
 
 def _check_text(text: str) -> str | None:
@@ -182,7 +184,7 @@ def ingest(
         rows = read_rows(spec, folder)
         dropped: Counter[str] = Counter()
         src_rejects: list[RejectedRecord] = []
-        candidates: list[tuple[Row, tuple[str, ...], str]] = []
+        candidates: list[tuple[Row, tuple[str, ...], str, int]] = []
         for row in rows:
             if row.error is not None:
                 src_rejects.append(RejectedRecord(row.file, row.line, f"{key} row {row.index}: {row.error}", row.text))
@@ -191,21 +193,24 @@ def ingest(
                 src_rejects.append(RejectedRecord(row.file, row.line, f"{key} row {row.index}: text {problem}",
                                                   row.text))
                 continue
-            if row.label not in spec["mapping"]:
+            labels = map_labels(spec, row)
+            if labels is None:
                 dropped[row.label] += 1
                 continue
-            text = normalize_social_text(row.text, strip_urls=spec["strip_urls"])
+            full = normalize_social_text(row.text, strip_urls=spec["strip_urls"], strip_html=spec["strip_html"])
+            text = cap_chars(full, params.max_chars)
             problem = _check_text(text)
             if problem:
                 src_rejects.append(RejectedRecord(
                     row.file, row.line, f"{key} row {row.index} (label {row.label!r}): {problem}", row.text))
                 continue
-            candidates.append((row, tuple(spec["mapping"][row.label]), text))
+            candidates.append((row, tuple(labels), text, len(full)))
 
         cap = params.caps.get(key)
-        sampled = _cap_sample([(r, lab) for r, lab, _ in candidates], cap, params.seed, key)
-        text_by_index = {r.index: t for r, _, t in candidates}
-        kept = [_to_record(key, spec, r, text_by_index[r.index], list(lab)) for r, lab in sampled]
+        sampled = _cap_sample([(r, lab) for r, lab, _, _ in candidates], cap, params.seed, key)
+        text_by_index = {r.index: (t, n) for r, _, t, n in candidates}  # (capped text, characters before the cap)
+        kept = [_to_record(key, spec, r, text_by_index[r.index][0], list(lab), text_by_index[r.index][1])
+                for r, lab in sampled]
 
         label_counts: Counter[str] = Counter()
         for rec in kept:
@@ -213,6 +218,7 @@ def ingest(
         original = Counter(rec.metadata["original_label"] for rec in kept)
         stats["sources"][key] = {
             "root": str(root),
+            "eval_group": spec["eval_group"],
             "folder": str(folder),
             "files": data_files(spec),
             "rows_read": len(rows),
@@ -223,6 +229,7 @@ def ingest(
             "cap": cap,
             "kept": len(kept),
             "negatives": sum(1 for rec in kept if not any(rec.labels.values())),
+            "truncated": sum(1 for rec in kept if "chars_before_cap" in rec.metadata),
             "labels": dict(sorted(label_counts.items())),
             "original_labels": dict(sorted(original.items())),
             "seconds": round(time.perf_counter() - t0, 3),
@@ -244,6 +251,7 @@ def ingest(
         "rejected": sum(s["rejected"] for s in per),
         "kept": len(records),
         "negatives": sum(s["negatives"] for s in per),
+        "truncated": sum(s["truncated"] for s in per),
         "labels": dict(sorted(total_labels.items())),
     }
     stats["seconds"] = round(time.perf_counter() - started, 3)

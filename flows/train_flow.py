@@ -139,7 +139,7 @@ def train_flow(
     force: list[str] | None = None,
     lock_timeout: float = 0,
 ) -> dict:
-    """Generate → perturb → ingest → merge → train → export → evaluate → benchmark-env → register.
+    """Generate → perturb → ingest → merge → train → export → evaluate → benchmark-env → register → report.
 
     Args:
         root: the project checkout (default: found from the working directory).

@@ -158,9 +158,9 @@ class PerturbParams(_Strict):
 
 class IngestParams(_Strict):
     seed: int = 13
-    # Folders searched in order for each public set; a set found in none is skipped and reported.
-    roots: list[str] = Field(default_factory=lambda: ["data/external/raw", "../shared/datasets"])
+    roots: list[str] = Field(default_factory=lambda: ["data/external/raw", "../shared/datasets"])  # searched in order
     caps: dict[str, int] = Field(default_factory=dict)
+    max_chars: int | None = Field(2000, ge=200, description="each text cut to this many characters: encoders read <= 512 tokens")
     max_reject_fraction: float = Field(0.02, ge=0, le=1)
 
 
@@ -168,6 +168,7 @@ class MergeParams(_Strict):
     seed: int = 13
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    real_test_fraction: float = Field(0.25, gt=0, lt=0.5, description="of each public real set: real_test.jsonl, never trained on")
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard of word 3-shingles")
     default_audience: str = "GENERAL"
     default_surface: str = "GENERAL"
@@ -254,6 +255,17 @@ class EvaluateParams(_Strict):
     variant_tolerance: float = Field(0.01, ge=0, le=1, description="a smaller variant is served if its macro F1 is within this of fp32")
     regression_tolerance: float = Field(0.01, ge=0, le=1, description="gate: allowed macro F1 drop against the champion")
     calibration_bins: int = Field(10, ge=2)
+    real_min_support: int = Field(
+        25, ge=1, description="gate, real tier: a (source, category) is judged only with this many positives "
+        "and this many negatives in the held-out real text")
+    real_roc_auc_floor: float = Field(0.85, ge=0, le=1, description="gate, real tier: ROC-AUC floor per judged "
+                                      "(source, category)")
+    real_pr_auc_tolerance: float = Field(0.02, ge=0, le=1, description="gate, real tier: allowed PR-AUC drop "
+                                         "against the champion per judged (source, category)")
+    behaviour_floor: float = Field(0.90, ge=0, le=1, description="gate, behaviour tier: pass-rate floor per "
+                                   "gating functionality")
+    behaviour_tolerance: float = Field(0.0, ge=0, le=1, description="gate, behaviour tier: allowed pass-rate drop "
+                                       "against the champion per gating functionality")
 
     @model_validator(mode="after")
     def _check(self):

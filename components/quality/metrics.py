@@ -98,6 +98,16 @@ def _middle_of_widest_run(mask: np.ndarray) -> int:
     return int(lo + (hi - lo) // 2)
 
 
+def threshold_sweep(y_col: np.ndarray, p_col: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of one category at every threshold of ``grid`` (arrays ``[len(grid)]``),
+    flagging by the serving rule (score >= threshold)."""
+    # One column per grid point: sklearn scores all thresholds in one multilabel call.
+    preds = (np.asarray(p_col)[:, None] >= grid[None, :]).astype(int)
+    truth = np.broadcast_to(np.asarray(y_col)[:, None], preds.shape)
+    prec, rec, f1, _ = precision_recall_fscore_support(truth, preds, average=None, zero_division=0)
+    return prec, rec, f1
+
+
 def tune_thresholds(y_true: Any, probs: Any, params: EvaluateParams) -> dict[str, float]:
     """Per category, the grid threshold with the best validation F1 (middle of a tied plateau).
 
@@ -112,10 +122,7 @@ def tune_thresholds(y_true: Any, probs: Any, params: EvaluateParams) -> dict[str
             out[cat] = float(params.default_threshold)
             no_positives.append(cat)
             continue
-        # One column per grid point: sklearn scores all thresholds in one multilabel call.
-        preds = (p[:, j, None] >= grid[None, :]).astype(int)
-        truth = np.broadcast_to(y[:, j, None], preds.shape)
-        _, _, f1, _ = precision_recall_fscore_support(truth, preds, average=None, zero_division=0)
+        _, _, f1 = threshold_sweep(y[:, j], p[:, j], grid)
         best = np.isclose(f1, f1.max(), rtol=0, atol=1e-12)
         out[cat] = float(grid[_middle_of_widest_run(best)])
     if no_positives:
@@ -281,46 +288,10 @@ def robustness(records: Sequence[Record], y_true: Any, probs: Any, thresholds: M
     }
 
 
-def per_source(
-    records: Sequence[Record],
-    y_true: Any,
-    probs: Any,
-    thresholds: Mapping[str, float],
-    prefix: str = "external:",
-) -> dict:
-    """Scores on each public data set, where our synthetic labels meet someone else's.
-
-    The false-positive rate on label-free examples shows over-flagging of ordinary text
-    from a source the model never saw generated.
-    """
+def cooccurrence(y_true: Any, probs: Any, thresholds: Mapping[str, float]) -> dict:
+    """Label co-occurrence counts, true and predicted: ``{"labels": LABELS, "true": [[int]*18]*18,
+    "predicted": [[int]*18]*18}``; cell (i, j) counts texts carrying both i and j (the diagonal: i alone
+    or with others), so a reviewer sees which categories the model confuses or merges."""
     y, p = check_arrays(y_true, probs)
-    _check_records(records, y)
     pred = _decisions(p, thresholds)
-    rows_by_source: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(records):
-        if r.source.startswith(prefix):
-            rows_by_source[r.source].append(i)
-    out: dict[str, dict[str, Any]] = {}
-    for source in sorted(rows_by_source):
-        rows = np.array(rows_by_source[source])
-        ys, ps = y[rows], pred[rows]
-        support = ys.sum(axis=0)
-        cols = [j for j in range(len(LABELS)) if support[j] > 0]
-        per: dict[str, dict[str, Any]] = {}
-        if cols:
-            prec, rec, f1, sup = precision_recall_fscore_support(
-                ys, ps, labels=cols, average=None, zero_division=0
-            )
-            for k, j in enumerate(cols):
-                per[LABELS[j]] = {"f1": _f(f1[k]), "precision": _f(prec[k]), "recall": _f(rec[k]),
-                                  "support": int(sup[k])}
-        clean = ys.sum(axis=1) == 0
-        n_clean = int(clean.sum())
-        out[source] = {
-            "n": int(len(rows)),
-            "macro_f1": _f(np.mean([v["f1"] for v in per.values()])) if per else None,
-            "per_category": per,
-            "n_no_label": n_clean,
-            "no_label_false_positive_rate": _f(ps[clean].any(axis=1).mean()) if n_clean else None,
-        }
-    return out
+    return {"labels": list(LABELS), "true": (y.T @ y).astype(int).tolist(), "predicted": (pred.T @ pred).astype(int).tolist()}

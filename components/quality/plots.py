@@ -1,4 +1,4 @@
-"""Plot data and charts for the evaluate step: PR curves and per-category F1 (DVC plots and PNGs)."""
+"""Plot data and charts for the evaluate step: PR curves, threshold curves and per-category F1 (DVC plots and PNGs)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from sklearn.metrics import precision_recall_curve
 
 from components.core.contract import atomic_write, write_json
 from components.core.taxonomy import LABELS
-from components.quality.metrics import EPS as _EPS, check_arrays
+from components.core.params import EvaluateParams
+from components.quality.metrics import EPS as _EPS, check_arrays, threshold_grid, threshold_sweep
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +126,23 @@ def write_plots(
 
     log.info("wrote plots to %s", out_dir)
     return paths
+
+
+def write_threshold_curves(y_true: Any, probs: Any, thresholds: Mapping[str, float], params: EvaluateParams,
+                           out_dir: Path) -> Path:
+    """Precision, recall and F1 against the threshold per category (the validation split the thresholds
+    were tuned on), over the tuning grid: ``threshold_curves.json`` = ``{"threshold_curves": [{"category",
+    "threshold", "precision", "recall", "f1"}], "tuned": {category: threshold}}``."""
+    y, p = check_arrays(y_true, probs)
+    grid = threshold_grid(params)
+    rows = []
+    for j, cat in enumerate(LABELS):
+        if y[:, j].sum() == 0:
+            continue
+        prec, rec, f1 = threshold_sweep(y[:, j], p[:, j], grid)
+        rows.extend({"category": cat, "threshold": _f(t), "precision": _f(a), "recall": _f(b), "f1": _f(c)}
+                    for t, a, b, c in zip(grid, prec, rec, f1))
+    path = Path(out_dir) / "threshold_curves.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"threshold_curves": rows, "tuned": {c: float(thresholds[c]) for c in LABELS}})
+    return path

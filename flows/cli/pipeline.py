@@ -106,6 +106,24 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print machine-
         table.add_row(row["stage"], state, outs)
     console.print(table)
     _print_registry(root, params)
+    _print_report(root, params)
+
+
+def _print_report(root: Path, params) -> None:
+    """Where the run's report page is: the file, and its copy in MLflow (or why it is not there)."""
+    page = root / params.paths.reports / "report.html"
+    if not page.exists():
+        console.print("report: not written yet (the report step writes it after register)", highlight=False)
+        return
+    console.print(f"report: {page.resolve().as_uri()}", highlight=False)
+    try:
+        logged = json.loads((root / params.paths.reports / "report.json").read_text("utf-8")).get("mlflow") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if logged.get("artifact_uri"):
+        console.print(f"report in MLflow: {logged['artifact_uri']} (run {logged.get('run_id')})", highlight=False)
+    elif logged.get("reason"):
+        console.print(f"report in MLflow: not logged ({logged['reason']})", highlight=False)
 
 
 def _print_registry(root: Path, params) -> None:

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import pytest
 
@@ -153,3 +154,142 @@ def test_a_bad_reviewed_line_in_incoming_is_rejected_and_the_good_ones_kept(tmp_
     assert stats["inputs"]["rejects"] == 1
     [saved] = [json.loads(ln) for ln in (out / "rejects.jsonl").read_text("utf-8").splitlines()]
     assert saved["file"] == str(incoming / "review.jsonl") and saved["line"] == 2 and reason in saved["reason"]
+
+
+# --------------------------------------------------------------------------- held-out real text
+
+ALL_SPLITS = ("train", "val", "test", "real_test")
+REAL_CYCLE = (["hate_speech"], ["profanity"], ["hate_speech", "profanity"], [])
+
+
+def real_inputs(tmp_path, record_factory) -> Source:
+    """Public real sets as ingest writes them: alpha (200, hate/profanity), beta (80, spam/ham) and
+    gamma (60, scam only) sharing eval_group 'email', and two tiny sets of 2 and 1 records."""
+    recs = []
+
+    def add(key, n, labels_for, offset, **meta):
+        for i in range(n):
+            rid = f"{key}-{i}"
+            recs.append(record_factory(rid, unique_text(offset + i, key), labels_for(i), source=f"external:{key}",
+                                       surface="GENERAL", audience="GENERAL", **meta))
+
+    add("alpha", 200, lambda i: REAL_CYCLE[i % 4], 1000)
+    add("beta", 80, lambda i: ["spam"] if i % 2 else [], 2000, eval_group="email")
+    add("gamma", 60, lambda i: ["scam_patterns"], 3000, eval_group="email")
+    add("tiny", 2, lambda i: ["threats"], 4000)
+    add("single", 1, lambda i: [], 5000)
+    write_records(tmp_path / "in/external.jsonl", recs)
+    return Source("external", (tmp_path / "in/external.jsonl",), 1)
+
+
+def read_splits(folder):
+    return {s: read_records(folder / f"{s}.jsonl").records for s in ALL_SPLITS}
+
+
+def by_source(records):
+    return Counter(r.source for r in records)
+
+
+REAL_PARAMS = MergeParams(val_fraction=0.15, test_fraction=0.2, seed=3)  # real_test_fraction 0.25
+
+
+@pytest.fixture
+def merged_with_real(tmp_path, record_factory):
+    sources = [real_inputs(tmp_path, record_factory), *build_inputs(tmp_path, record_factory)]
+    stats = merge(sources, REAL_PARAMS, tmp_path / "s", tmp_path / "s/rejects.jsonl")
+    return sources, stats, read_splits(tmp_path / "s")
+
+
+def test_real_text_is_held_out_per_source_and_never_mixed_with_generated_text(merged_with_real):
+    _, stats, splits = merged_with_real
+    assert all(r.source.startswith("external:") for r in splits["real_test"])
+    assert not [r.id for r in splits["test"] if r.source.startswith("external:")]
+    owner = {}
+    for s, rs in splits.items():
+        for r in rs:
+            assert owner.setdefault(r.group, s) == s, f"group {r.group} in {owner[r.group]} and {s}"
+    assert stats["groups_across_splits"] == 0
+    counts = {s: by_source(rs) for s, rs in splits.items()}
+    total = {src: sum(counts[s][src] for s in ALL_SPLITS) for src in counts["real_test"]}
+    assert total == {"external:alpha": 200, "external:beta": 80, "external:gamma": 60}
+    # Iterative stratification hits 0.25 up to a few groups of slack: 0.241-0.259 on the real sets
+    # (450-1,200 records), 0.235-0.27 for alpha over seeds 3-7. So +-0.03 for 200 records, +-0.05
+    # (3-4 groups) for 60-80; the split is fixed by the seed, so this is not flaky.
+    assert abs(counts["real_test"]["external:alpha"] / 200 - 0.25) <= 0.03
+    assert abs(counts["real_test"]["external:beta"] / 80 - 0.25) <= 0.05
+    assert abs(counts["real_test"]["external:gamma"] / 60 - 0.25) <= 0.05
+    # Too small to hold out any (0.25 * 2 rounds to 0): train/val only, deterministically.
+    assert counts["real_test"]["external:tiny"] == 0 and counts["real_test"]["external:single"] == 0
+    assert counts["train"]["external:tiny"] + counts["val"]["external:tiny"] == 2
+    assert counts["train"]["external:single"] == 1
+
+
+def test_val_holds_real_text_in_the_proportion_train_does(merged_with_real):
+    _, stats, splits = merged_with_real
+    val_share = REAL_PARAMS.val_fraction / (1 - REAL_PARAMS.test_fraction)  # 0.1875 of what is not held out
+    for src, n_rest in (("external:alpha", 150), ("external:beta", 60), ("external:gamma", 45)):  # 3/4 of each
+        val = by_source(splits["val"])[src]
+        train = by_source(splits["train"])[src]
+        assert val + train + by_source(splits["real_test"])[src] == n_rest * 4 // 3
+        # the same slack as above, on the non-held-out part: +-3 groups of 150 (0.02), +-3 of 45-60 (0.07)
+        assert abs(val / (val + train) - val_share) <= (0.03 if n_rest > 100 else 0.07), src
+    # Generated text is split train/val/test with the same val:train ratio, so real text's share of val
+    # matches its share of train: within 0.04 (a few groups of slack on each side out of ~100-600 records).
+    share = stats["real_text"]["share"]
+    assert abs(share["val"] - share["train"]) <= 0.04
+    assert share["test"] == 0.0 and share["real_test"] == 1.0
+
+
+def test_each_category_of_a_real_source_is_spread_into_real_test(merged_with_real):
+    _, stats, splits = merged_with_real
+    held = stats["real_text"]["real_test"]
+    assert held["external:alpha"]["per_category"].keys() == {"hate_speech", "profanity"}
+    assert held["external:alpha"]["per_category"]["hate_speech"] == pytest.approx(25, abs=4)  # 100 positives
+    assert held["external:alpha"]["no_label"] == pytest.approx(12, abs=4)  # 50 no-label records
+    assert held["external:beta"]["per_category"]["spam"] == pytest.approx(10, abs=3)
+    assert held["external:beta"]["no_label"] == pytest.approx(10, abs=3)
+    assert held["external:beta"]["eval_group"] == ["email"] == held["external:gamma"]["eval_group"]
+    assert held["external:alpha"]["eval_group"] == ["alpha"]
+    # statistics cover real_test like any split; it need not hold every category (merge did not raise)
+    assert stats["records"]["real_test"] == len(splits["real_test"])
+    assert stats["per_category"]["csam"]["real_test"] == 0 and stats["per_category"]["csam"]["test"] > 0
+    assert stats["per_source"]["real_test"] == dict(sorted(by_source(splits["real_test"]).items()))
+    assert stats["real_text"]["per_source"]["external:alpha"]["real_test"] == held["external:alpha"]["records"]
+    assert stats["real_text"]["leaks_to_train_val"] == 0
+
+
+def test_the_real_split_is_deterministic_for_a_seed(tmp_path, record_factory):
+    sources = [real_inputs(tmp_path, record_factory), *build_inputs(tmp_path, record_factory)]
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        merge(sources, REAL_PARAMS.model_copy(update={"seed": seed}), tmp_path / name, tmp_path / name / "r.jsonl")
+    for s in ALL_SPLITS:
+        assert (tmp_path / f"a/{s}.jsonl").read_bytes() == (tmp_path / f"b/{s}.jsonl").read_bytes()
+    assert (tmp_path / "a/real_test.jsonl").read_bytes() != (tmp_path / "c/real_test.jsonl").read_bytes()
+
+
+def test_a_near_duplicate_is_removed_before_the_split_and_a_mixed_group_is_split_as_usual(tmp_path, record_factory):
+    sources = build_inputs(tmp_path, record_factory)
+    base = ("i know where you live and i will find you after your shift at the station "
+            "and you will regret every word you said about me")
+    real = [record_factory(f"alpha-{i}", unique_text(1000 + i, "alpha"), REAL_CYCLE[i % 4], source="external:alpha")
+            for i in range(40)]
+    real += [record_factory("alpha-dup", base + " tonight", ["threats"], source="external:alpha"),
+             record_factory("beta-dup", base + " tomorrow", ["threats"], source="external:beta")]
+    reviewed = record_factory("inc-0", unique_text(7000, "reviewed"), ["harassment"], group="alpha-0")
+    write_records(tmp_path / "in/external.jsonl", real)
+    write_records(tmp_path / "in/incoming.jsonl", [reviewed])
+    sources += [Source("external", (tmp_path / "in/external.jsonl",), 1),
+                Source("incoming", (tmp_path / "in/incoming.jsonl",), 0)]
+    stats = merge(sources, REAL_PARAMS, tmp_path / "s", tmp_path / "s/r.jsonl")
+    splits = read_splits(tmp_path / "s")
+    ids = {r.id: s for s, rs in splits.items() for r in rs}
+    assert "alpha-dup" in ids and "beta-dup" not in ids  # one copy survives, wherever it lands
+    assert stats["dedup"]["near_duplicates_removed"] >= 1
+    # alpha-0 shares its group with a reviewed record: the group follows the usual split, both together
+    assert ids["alpha-0"] == ids["inc-0"] and ids["alpha-0"] in ("train", "val", "test")
+
+
+def test_real_test_is_written_empty_without_real_text(tmp_path, record_factory):
+    stats = merge(build_inputs(tmp_path, record_factory), REAL_PARAMS, tmp_path / "s", tmp_path / "s/r.jsonl")
+    assert (tmp_path / "s/real_test.jsonl").read_text() == ""
+    assert stats["records"]["real_test"] == 0 and stats["real_text"]["real_test"] == {}

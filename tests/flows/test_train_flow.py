@@ -106,7 +106,7 @@ def test_an_evaluate_param_reruns_only_evaluation_and_registration_and_the_gate_
     set_params(repo, **{"evaluate.f1_floor": 0.0})  # every category passes: the gate lets it through
     out = sh(repo, CLI, "run")
     # evaluation (the gate's floor is in the release manifest, so the environment benchmark too) and registration
-    assert ran(out) == ["evaluate", "benchmark-env", "register"]
+    assert ran(out) == ["evaluate", "benchmark-env", "register", "report"]
     reg = registry(repo)
     assert reg["promoted"] is True and reg["champion"]["version"] == reg["version"] == "2"
     champion = client(repo).get_model_version_by_alias("content-moderation", "champion")
@@ -117,7 +117,7 @@ def test_an_evaluate_param_reruns_only_evaluation_and_registration_and_the_gate_
 def test_a_regression_is_refused_and_champion_stays(repo):
     set_params(repo, **{"train.profiles.cpu.head_epochs": 1, "evaluate.regression_tolerance": 0.0})
     out = sh(repo, CLI, "run")
-    assert ran(out) == ["train", "export", "evaluate", "benchmark-env", "register"]
+    assert ran(out) == ["train", "export", "evaluate", "benchmark-env", "register", "report"]
     reg = registry(repo)
     assert reg["version"] == "3" and reg["promoted"] is False
     assert any("no_regression" in r for r in reg["reasons"]), reg["reasons"]
@@ -130,7 +130,7 @@ def test_dvc_repro_then_the_flow_finds_everything_cached(repo):
     set_params(repo, **{"evaluate.calibration_bins": 5})  # changes the report, not the release
     repro = sh(repo, "dvc", "repro")
     assert [line.split("'")[1] for line in repro.splitlines() if line.startswith("Running stage")] == [
-        "evaluate", "register"]
+        "evaluate", "register", "report"]
     out = sh(repo, CLI, "run")
     assert steps(out) == {name: "Cached" for name in stage_names(ROOT)}
 
@@ -154,7 +154,7 @@ def test_newly_reviewed_examples_in_incoming_are_merged(repo):
                        make_labels(["threats"]), {"source": "review", "group": f"review-{i}"}) for i in range(6)]
     write_records(repo / "data/incoming/2026-11-28.jsonl", reviewed)
     out = sh(repo, CLI, "run")
-    assert ran(out) == ["merge", "train", "export", "evaluate", "benchmark-env", "register"]
+    assert ran(out) == ["merge", "train", "export", "evaluate", "benchmark-env", "register", "report"]
     ids = {r.id for s in ("train", "val", "test") for r in read_records(repo / f"data/splits/{s}.jsonl").records}
     assert {r.id for r in reviewed} <= ids
 
@@ -213,9 +213,9 @@ def test_an_unreachable_tracking_server_fails_clearly_and_keeps_the_outputs(repo
     assert "unavailable" in proc.stderr and "mlflow server" in proc.stderr and "kept on disk" in proc.stderr
     assert (repo / "models/moderation/release/manifest.json").exists()
     rows = json.loads(sh(repo, CLI, "status", "--json"))
-    assert [r["stage"] for r in rows if not r["up_to_date"]] == ["register"]  # evaluate's work was committed
-    out = sh(repo, CLI, "run")  # the store is back: only registration is left to do
-    assert ran(out) == ["register"]
+    assert [r["stage"] for r in rows if not r["up_to_date"]] == ["register", "report"]  # evaluate's work was committed
+    out = sh(repo, CLI, "run")  # the store is back: only registration (and its report) is left to do
+    assert ran(out) == ["register", "report"]
 
 
 def test_lineage_import_and_reproducing_a_version(repo):
