@@ -33,6 +33,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from components.core.contract import ContractError, Record, RejectedRecord, read_records, write_jsonl, write_records
 from components.text.dedup import NearDuplicateIndex, normalize
 from components.text.enrich import enrich
+from components.quality.behaviour import shares_ngram, suite_ngrams
 from components.core.params import MergeParams, Paths
 from components.core.taxonomy import LABELS, ContextPrefix, split_prefix
 
@@ -311,8 +312,14 @@ def merge(sources: list[Source], params: MergeParams, out_dir: Path, rejects_pat
             enriched[name] += 1
             enriched[f"{name}@{r.source}"] += 1
 
+    # The behavioural suite judges the model: no record sharing a word 5-gram with it may be trained,
+    # tuned or tested on (components/quality/behaviour.py), whatever its source.
+    suite = suite_ngrams()
+    overlaps = [shares_ngram(split_prefix(r.text)[1], suite) for r in records]
+    clean = [r for r, hit in zip(records, overlaps) if not hit]
+    suite_overlap = Counter(r.source for r, hit in zip(records, overlaps) if hit)
     hashes: dict = {}
-    kept, dedup_stats = deduplicate(records, params.near_duplicate_threshold, hashes)
+    kept, dedup_stats = deduplicate(clean, params.near_duplicate_threshold, hashes)
     splits = split_all(kept, params)
     stats = split_statistics(splits)
     if stats["groups_across_splits"]:
@@ -330,6 +337,7 @@ def merge(sources: list[Source], params: MergeParams, out_dir: Path, rejects_pat
         "inputs": {"records": len(rows), "rejects": len(rejects), "per_file": per_file},
         "dedup": {"exact_duplicates_removed": 0, "near_duplicates_removed": 0, "label_conflicts": 0, **dedup_stats},
         "enrichment": dict(sorted(enriched.items())),
+        "behaviour_suite_overlap_removed": {"total": len(records) - len(clean), **dict(sorted(suite_overlap.items()))},
         **stats,
         "real_text": real,
     }

@@ -97,14 +97,15 @@ def evaluate(root: Path, params: Params) -> dict:
     # The gate's no-regression check compares with the registry's champion now; the component imports no tracking.
     try:
         current = tracking.champion(tracking_uri(), params.track.model_name, retry=tracking.DEFAULT_RETRY)
-        champion = None if current is None else {"version": current["version"], "macro_f1": current["macro_f1"]}
+        champion = None if current is None else {
+            k: current.get(k) for k in ("version", "macro_f1", "real_pr_auc", "behaviour_pass_rate")}
     except tracking.TrackingError as exc:
         # Evaluation still completes and is kept; the gate fails no_regression (an unknown champion is
         # not "no champion"), and the register step, which needs the store, fails clearly.
         log.warning("%s", exc)
         champion = {"version": None, "macro_f1": None, "unavailable": str(exc).split(": ", 1)[0]}
     stats = run(model / "onnx", splits / "val.jsonl", splits / "test.jsonl", params.evaluate, model / "release",
-                reports / "plots", champion=champion)
+                reports / "plots", champion=champion, real_test_path=splits / "real_test.jsonl")
     return _report(root, params, "metrics", stats, t, folder=params.paths.reports)
 
 

@@ -132,16 +132,33 @@ def _champion(store: Store, model_name: str) -> dict | None:
     mv = _by_alias(store, model_name, CHAMPION)
     if mv is None:
         return None
+    figures = store.get_run(mv.run_id).data.metrics if mv.run_id else {}
     return {
         "version": str(mv.version),
         "macro_f1": _macro_f1_of(store, mv),
         "promoted_at": (mv.tags or {}).get("promoted_at"),
         "run_id": mv.run_id,
+        **champion_figures(figures),
     }
 
 
+def champion_figures(metrics: Mapping[str, float]) -> dict:
+    """The gate's per-subject figures read back from a run's metrics (as :func:`report_metrics` names
+    them): ``{"real_pr_auc": {group: {category: v}}, "behaviour_pass_rate": {functionality: v}}``."""
+    real: dict[str, dict[str, float]] = {}
+    behaviour: dict[str, float] = {}
+    for key, value in metrics.items():
+        parts = key.split(".")
+        if len(parts) == 4 and parts[0] == "real" and parts[3] == "pr_auc":
+            real.setdefault(parts[1], {})[parts[2]] = float(value)
+        elif len(parts) == 3 and parts[0] == "behaviour" and parts[2] == "pass_rate":
+            behaviour[parts[1]] = float(value)
+    return {"real_pr_auc": real, "behaviour_pass_rate": behaviour}
+
+
 def champion(tracking_uri: str, model_name: str = DEFAULT_MODEL_NAME, *, retry: RetryPolicy | None = None) -> dict | None:
-    """The current champion: ``{version, macro_f1, promoted_at, run_id}``, or None if there is none."""
+    """The current champion: ``{version, macro_f1, promoted_at, run_id, real_pr_auc, behaviour_pass_rate}``
+    (see :func:`champion_figures`), or None if there is none."""
     return _champion(Store(tracking_uri, retry), model_name)
 
 

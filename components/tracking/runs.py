@@ -197,10 +197,33 @@ def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
             out[f"calibration.{key}"] = n
     for path, v in numeric_items("robustness", report.get("robustness") or {}):
         out[path] = v
-    for name, figures in (report.get("external") or {}).items():
-        short = str(name).split(":", 1)[-1]
-        for path, v in numeric_items(f"external.{short}", figures or {}):
-            out[path] = v
+    generated = report.get("generated") or {}
+    for cat, figures in (generated.get("per_category") or {}).items():
+        for key in ("precision", "recall", "f1", "pr_auc"):
+            if (v := as_number(figures.get(key))) is not None:
+                out[f"generated_{key}.{cat}"] = v
+    for key in ("macro_f1", "micro_f1", "macro_pr_auc"):
+        if (v := as_number(generated.get(key))) is not None:
+            out[f"generated_{key}"] = v
+    # real.<group>.<category>.<figure> and behaviour.<functionality>.pass_rate: the registry reads the
+    # champion's figures back under these names (components/tracking/registry.py champion_figures).
+    for group, block in ((report.get("real") or {}).get("groups") or {}).items():
+        for cat, figures in (block.get("per_category") or {}).items():
+            for key in ("precision", "recall", "f1", "pr_auc", "roc_auc", "support"):
+                if (v := as_number(figures.get(key))) is not None:
+                    out[f"real.{group}.{cat}.{key}"] = v
+        for key in ("macro_f1", "macro_pr_auc", "macro_roc_auc", "no_label_false_positive_rate"):
+            if (v := as_number(block.get(key))) is not None:
+                out[f"real.{group}.{key}"] = v
+    behaviour = report.get("behaviour") or {}
+    for name, figures in (behaviour.get("functionalities") or {}).items():
+        if (v := as_number(figures.get("pass_rate"))) is not None:
+            out[f"behaviour.{name}.pass_rate"] = v
+    for key in ("pass_rate", "gating_pass_rate"):
+        if (v := as_number(behaviour.get(key))) is not None:
+            out[f"behaviour_{key}"] = v
+    for tier, figures in (gate.get("tiers") or {}).items():
+        out[f"gate_tier_passed.{tier}"] = 1.0 if figures.get("passed") else 0.0
     for key in ("seconds", "champion_macro_f1", "f1_floor"):
         if (v := as_number(report.get(key))) is not None:
             out[f"evaluate_{key}" if key == "seconds" else key] = v

@@ -43,17 +43,27 @@ def tiny_train_params(mode: str = "head", **over) -> TrainParams:
 
 @pytest.fixture(scope="session")
 def tiny_splits(tmp_path_factory):
-    """train/val/test JSONL splits from the offline generators (a few hundred records)."""
+    """train/val/test JSONL splits from the offline generators (a few hundred records), and a
+    real_test split of real SMS text (the committed UCI SMS Spam Collection, 160 messages ingested)."""
+    from components.core.contract import write_records
+    from components.core.params import IngestParams
+    from components.core.project import find_root
     from components.generate_negatives import generate_negatives
     from components.generate_positives import generate_positives
+    from components.ingest_external import ingest
     from components.merge import Source, jsonl_files, merge
 
     root = tmp_path_factory.mktemp("data")
     g = GenerateParams(positives_per_category=14, hard_negatives_default=4, hard_negatives={}, innocuous=40)
     generate_positives(g, root / "pos")
     generate_negatives(g, root / "neg", root / "inn.jsonl")
+    raw = root / "raw"
+    raw.mkdir()
+    (raw / "sms_spam").symlink_to(find_root() / "data/external/raw/sms_spam")
+    real, _, _ = ingest(IngestParams(roots=[str(raw)], caps={"sms_spam": 160}), root)
+    write_records(root / "real.jsonl", real)
     sources = [Source("p", jsonl_files(root / "pos"), 2), Source("n", jsonl_files(root / "neg"), 2),
-               Source("i", jsonl_files(root / "inn.jsonl"), 2)]
+               Source("i", jsonl_files(root / "inn.jsonl"), 2), Source("e", (root / "real.jsonl",), 1)]
     merge(sources, MergeParams(val_fraction=0.2, test_fraction=0.2), root / "splits", root / "splits/rejects.jsonl")
     return root / "splits"
 

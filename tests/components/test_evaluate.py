@@ -15,11 +15,14 @@ from components.model.onnx_runtime import OnnxClassifier
 
 pytestmark = pytest.mark.slow
 
-LENIENT = EvaluateParams(f1_floor=0.0, variant_tolerance=1.0, parity_tolerance=1.0)
+# Every floor at zero: these tests are about the step's mechanics, not the tiny model's quality.
+LENIENT = EvaluateParams(f1_floor=0.0, variant_tolerance=1.0, parity_tolerance=1.0, real_min_support=5,
+                         real_roc_auc_floor=0.0, behaviour_floor=0.0)
 
 
 def _evaluate(tiny_exported, tiny_splits, tmp_path, params=LENIENT, **kw) -> dict:
     out, _ = tiny_exported
+    kw.setdefault("real_test_path", tiny_splits / "real_test.jsonl")
     return evaluate(out / "onnx", tiny_splits / "val.jsonl", tiny_splits / "test.jsonl", params,
                     tmp_path / "release", tmp_path / "plots", **kw)
 
@@ -49,13 +52,14 @@ def test_evaluate_release_folder_loads_and_predicts_alone(tiny_exported, tiny_sp
 def test_without_champion_the_report_says_so(tiny_exported, tiny_splits, tmp_path):
     report = _evaluate(tiny_exported, tiny_splits, tmp_path)
     check = next(c for c in report["gate"]["checks"] if c["name"] == "no_regression")
-    assert check == {"name": "no_regression", "passed": True, "detail": "no champion yet"}
+    assert check == {"name": "no_regression", "passed": True, "detail": "no champion yet", "tier": "release"}
     assert report["gate"]["champion"] is None and report["champion_macro_f1"] is None
 
 
 def test_no_regression_is_judged_against_the_champion_given(tiny_exported, tiny_splits, tmp_path):
     better = _evaluate(tiny_exported, tiny_splits, tmp_path / "a", champion={"version": "3", "macro_f1": 0.0})
     assert better["gate"]["passed"] and better["gate"]["champion"] == {"version": "3", "macro_f1": 0.0}
+    assert better["gate"]["tiers"]["real"]["passed"] and better["gate"]["tiers"]["behaviour"]["passed"]
     assert better["champion_macro_f1"] == 0.0
     check = next(c for c in better["gate"]["checks"] if c["name"] == "no_regression")
     assert check["passed"] and "champion version 3" in check["detail"]
@@ -72,7 +76,7 @@ def test_no_regression_is_judged_against_the_champion_given(tiny_exported, tiny_
 def test_gate_failure_is_recorded_not_raised(tiny_exported, tiny_splits, tmp_path):
     report = _evaluate(tiny_exported, tiny_splits, tmp_path, EvaluateParams(f1_floor=1.0))
     assert report["gate"]["passed"] is False and report["served_variant"] == "fp32"
-    assert any(name.startswith("f1_floor:") for name in report["gate"]["failing"])
+    assert any(name.startswith("generated:f1_floor:") for name in report["gate"]["failing"])
     assert json.loads((tmp_path / "release/manifest.json").read_text())["gate"]["passed"] is False
 
 
@@ -107,6 +111,8 @@ def test_the_evaluate_stage_judges_against_the_registry_champion(tiny_exported, 
     uri, artifacts = mlflow_store
     weak_champion = make_report()  # a passed verdict, recorded with a macro F1 any model beats
     weak_champion["test"]["macro_f1"] = 0.0
+    weak_champion["real"]["groups"]["threatgram"]["per_category"]["threats"]["pr_auc"] = 0.0
+    weak_champion["behaviour"]["functionalities"]["threat_negation"]["pass_rate"] = 0.0
     run_id = tracking.log_pipeline_run(uri, EXP, params={}, report=weak_champion, artifact_location=artifacts, retry=FAST)
     version = tracking.register_version(uri, run_id, MODEL, retry=FAST)
     assert tracking.apply_gate(uri, version, weak_champion, MODEL, retry=FAST).promote
@@ -114,7 +120,8 @@ def test_the_evaluate_stage_judges_against_the_registry_champion(tiny_exported, 
 
     evaluate_stage(tmp_path, params)
     report = json.loads((tmp_path / params.paths.reports / "metrics.json").read_text())
-    assert report["gate"]["champion"] == {"version": version, "macro_f1": 0.0} and report["gate"]["passed"]
+    assert report["gate"]["champion"] == {"version": version, "macro_f1": 0.0, "real_pr_auc": {"threatgram": {
+        "threats": 0.0}}, "behaviour_pass_rate": {"threat_negation": 0.0}} and report["gate"]["passed"]
     check = next(c for c in report["gate"]["checks"] if c["name"] == "no_regression")
     assert check["passed"] and f"champion version {version} 0.0000" in check["detail"]
 
@@ -127,3 +134,29 @@ def test_the_evaluate_stage_judges_against_the_registry_champion(tiny_exported, 
     report = json.loads((tmp_path / params.paths.reports / "metrics.json").read_text())
     assert report["gate"]["passed"] is False and report["gate"]["failing"] == ["no_regression"]
     assert "champion unknown" in report["gate"]["checks"][-1]["detail"] and dead in report["gate"]["checks"][-1]["detail"]
+
+
+def test_real_text_and_behaviour_are_judged_on_the_served_variant_only(tiny_exported, tiny_splits, tmp_path):
+    report = _evaluate(tiny_exported, tiny_splits, tmp_path)
+    real = report["real"]
+    assert list(real["groups"]) == ["sms_spam"] and real["groups"]["sms_spam"]["n"] > 0
+    spam = real["groups"]["sms_spam"]["per_category"]["spam"]
+    assert spam["gated"] and 0 <= spam["roc_auc"] <= 1 and spam["threshold"] == report["thresholds"]["spam"]
+    assert "real:roc_auc:sms_spam:spam" in [c["name"] for c in report["gate"]["checks"]]
+    behaviour = report["behaviour"]
+    assert behaviour["n_cases"] >= 400 and behaviour["floor"] == 0.0
+    assert all(f"behaviour:pass_rate:{name}" in [c["name"] for c in report["gate"]["checks"]]
+               for name, f in behaviour["functionalities"].items() if f["gating"])
+    test_ids = {r.id for r in read_records(tiny_splits / "test.jsonl").records}
+    real_ids = {r.id for r in read_records(tiny_splits / "real_test.jsonl").records}
+    assert real_ids and not test_ids & real_ids  # the real text is never in the split variants are picked on
+    curves = json.loads((tmp_path / "plots/threshold_curves.json").read_text())
+    assert curves["tuned"] == report["thresholds"] and curves["threshold_curves"]
+    assert len(report["cooccurrence"]["true"]) == len(LABELS)
+
+
+def test_without_real_text_the_real_tier_fails_and_says_why(tiny_exported, tiny_splits, tmp_path):
+    report = _evaluate(tiny_exported, tiny_splits, tmp_path, real_test_path=tmp_path / "absent.jsonl")
+    assert report["real"] is None and not report["gate"]["passed"]
+    check = next(c for c in report["gate"]["checks"] if c["name"] == "real:measured")
+    assert check == {"name": "real:measured", "passed": False, "detail": "no held-out real text", "tier": "real"}

@@ -49,7 +49,7 @@ def test_a_passed_verdict_without_champion_promotes(project):
     out = _register(project, make_report(macro_f1=0.9, champion=None))
     assert out["promoted"] and out["gate_passed"] and out["version"] == "1"
     assert out["champion"]["version"] == "1" and out["lineage_version"] == "v17"
-    assert out["reasons"][0] == "gate: all 20 checks passed" and "no_regression: no champion yet" in out["reasons"]
+    assert out["reasons"][0] == "gate: all 24 checks passed" and "no_regression: no champion yet" in out["reasons"]
 
 
 def test_the_recorded_verdict_is_applied_not_judged_again(project):

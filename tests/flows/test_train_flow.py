@@ -103,7 +103,9 @@ def test_second_run_is_all_cached_and_records_nothing_new(repo):
 
 
 def test_an_evaluate_param_reruns_only_evaluation_and_registration_and_the_gate_promotes(repo):
-    set_params(repo, **{"evaluate.f1_floor": 0.0})  # every category passes: the gate lets it through
+    # every floor at zero, and a little real text judged: every tier passes and the gate lets it through
+    set_params(repo, **{"evaluate.f1_floor": 0.0, "evaluate.real_roc_auc_floor": 0.0, "evaluate.behaviour_floor": 0.0,
+                        "evaluate.real_min_support": 2})
     out = sh(repo, CLI, "run")
     # evaluation (the gate's floor is in the release manifest, so the environment benchmark too) and registration
     assert ran(out) == ["evaluate", "benchmark-env", "register", "report"]

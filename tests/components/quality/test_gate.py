@@ -1,5 +1,6 @@
-"""The gate module decides every check: F1 floors, parity, no regression against the champion,
-and which variant ships; plus parity and the flagging rule it rests on."""
+"""The gate module decides every check, tier by tier: generated-text F1 floors, real-text ROC-AUC
+floors and PR-AUC regression, behavioural pass rates and regression, parity, no regression against
+the champion, and which variant ships; plus parity and the flagging rule it rests on."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from components.core.taxonomy import LABELS
 from components.model.scoring import flags
 from components.quality.gate import (
     GateVerdict,
+    behaviour_checks,
     f1_floor_checks,
     no_regression_check,
     parity_check,
-    quality_gate,
+    quality_gate as _quality_gate,
+    real_checks,
     select_served_variant,
 )
 from components.quality.parity import parity
@@ -32,25 +35,51 @@ def _metrics(f1: float = 0.9, macro: float | None = 0.9, **override) -> dict:
     return {"per_category": per, "macro_f1": macro}
 
 
+def _real(auc: float = 0.95, pr: float = 0.8, support: int = 40, group: str = "threatgram",
+          cat: str = "threats") -> dict:
+    m = {"roc_auc": auc, "pr_auc": pr, "support": support, "gated": support >= PARAMS.real_min_support}
+    return {"groups": {group: {"per_category": {cat: m}}}}
+
+
+def _behaviour(rate: float = 1.0, gating: bool = True, name: str = "threat_negation") -> dict:
+    return {"functionalities": {name: {"gating": gating, "pass_rate": rate, "passed": int(rate * 30), "n": 30}}}
+
+
+REAL_OK, BEHAVIOUR_OK = _real(), _behaviour()
+
+
+def quality_gate(metrics, parity, params, champion=None, real=REAL_OK, behaviour=BEHAVIOUR_OK):
+    return _quality_gate(metrics, parity, params, champion, real=real, behaviour=behaviour)
+
+
+TIER_CHECKS = ["real:roc_auc:threatgram:threats", "real:pr_auc_regression:threatgram:threats",
+               "behaviour:pass_rate:threat_negation", "behaviour:regression:threat_negation"]
+
+
 # --- the verdict as a whole ----------------------------------------------------------------
 
 
 def test_gate_all_pass_lists_every_check_without_champion():
     v = quality_gate(_metrics(), {"decision_diff_rate": 0.001}, PARAMS, champion=None)
     assert isinstance(v, GateVerdict) and v.passed and v.failing() == []
-    assert [c.name for c in v.checks] == [f"f1_floor:{c}" for c in LABELS] + ["parity", "no_regression"]
+    assert [c.name for c in v.checks] == ([f"generated:f1_floor:{c}" for c in LABELS] + TIER_CHECKS
+                                          + ["parity", "no_regression"])
     assert v.checks[-1].detail == "no champion yet"
     d = v.to_dict()
-    assert d["passed"] is True and d["failing"] == [] and len(d["checks"]) == K + 2
+    assert d["passed"] is True and d["failing"] == [] and len(d["checks"]) == K + 6
     assert d["champion"] is None and d["regression_tolerance"] == PARAMS.regression_tolerance
-    assert set(d["checks"][0]) == {"name", "passed", "detail"}
+    assert set(d["checks"][0]) == {"name", "passed", "detail", "tier"}
+    assert d["tiers"] == {"generated": {"passed": True, "checks": K, "failing": 0},
+                          "real": {"passed": True, "checks": 2, "failing": 0},
+                          "behaviour": {"passed": True, "checks": 2, "failing": 0},
+                          "release": {"passed": True, "checks": 2, "failing": 0}}
 
 
 def test_gate_records_the_champion_it_judged_against():
     v = quality_gate(_metrics(macro=0.93), {"decision_diff_rate": 0.0}, PARAMS,
                      champion={"version": 3, "macro_f1": 0.91, "promoted_at": "x"})
     assert v.passed
-    assert v.to_dict()["champion"] == {"version": "3", "macro_f1": 0.91}
+    assert v.to_dict()["champion"] == {"version": "3", "macro_f1": 0.91, "promoted_at": "x"}
     assert v.checks[-1].detail == "macro f1 0.9300 >= champion version 3 0.9100 - 0.0100"
 
 
@@ -58,7 +87,8 @@ def test_every_failing_check_is_named_at_once():
     v = quality_gate(_metrics(macro=0.5, **{LABELS[0]: 0.1, LABELS[5]: 0.2}), {"decision_diff_rate": 0.2}, PARAMS,
                      champion={"version": "7", "macro_f1": 0.9})
     assert not v.passed
-    assert v.to_dict()["failing"] == [f"f1_floor:{LABELS[0]}", f"f1_floor:{LABELS[5]}", "parity", "no_regression"]
+    assert v.to_dict()["failing"] == [f"generated:f1_floor:{LABELS[0]}", f"generated:f1_floor:{LABELS[5]}",
+                                      "parity", "no_regression"]
 
 
 # --- f1_floor --------------------------------------------------------------------------------
@@ -68,7 +98,7 @@ def test_f1_floor_names_the_category_below_the_floor():
     cat = LABELS[4]
     checks = f1_floor_checks(_metrics(**{cat: 0.812}), 0.85)
     failing = [c for c in checks if not c.passed]
-    assert [c.name for c in failing] == [f"f1_floor:{cat}"] and failing[0].detail == "f1 0.812 < 0.85"
+    assert [c.name for c in failing] == [f"generated:f1_floor:{cat}"] and failing[0].detail == "f1 0.812 < 0.85"
 
 
 def test_f1_floor_at_the_floor_passes_despite_float_error():
@@ -82,9 +112,9 @@ def test_f1_floor_unmeasured_category_fails(value):
     metrics = _metrics()
     metrics["per_category"][cat] = {"f1": value}
     failing = [c for c in f1_floor_checks(metrics, 0.85) if not c.passed]
-    assert [(c.name, c.detail) for c in failing] == [(f"f1_floor:{cat}", "f1 not measured")]
+    assert [(c.name, c.detail) for c in failing] == [(f"generated:f1_floor:{cat}", "f1 not measured")]
     del metrics["per_category"][cat]
-    assert [c.name for c in f1_floor_checks(metrics, 0.85) if not c.passed] == [f"f1_floor:{cat}"]
+    assert [c.name for c in f1_floor_checks(metrics, 0.85) if not c.passed] == [f"generated:f1_floor:{cat}"]
 
 
 # --- parity ----------------------------------------------------------------------------------
@@ -188,8 +218,60 @@ def test_select_served_variant():
 def test_no_regression_with_an_unreachable_store_fails_and_says_rerun_evaluate():
     champ = {"version": None, "macro_f1": None, "unavailable": "MLflow tracking store http://127.0.0.1:9 unavailable"}
     v = quality_gate(_metrics(), {"decision_diff_rate": 0.0}, PARAMS, champion=champ)
-    assert [c.name for c in v.failing()] == ["no_regression"]
-    detail = v.failing()[0].detail
+    # every check that compares with the champion fails: an unknown champion is not "no champion"
+    assert [c.name for c in v.failing()] == ["real:pr_auc_regression:threatgram:threats",
+                                             "behaviour:regression:threat_negation", "no_regression"]
+    detail = v.failing()[-1].detail
     assert "champion unknown (MLflow tracking store http://127.0.0.1:9 unavailable)" in detail
     assert "content-moderation run --from evaluate" in detail
     assert v.to_dict()["champion"] == {"version": None, "macro_f1": None, "unavailable": champ["unavailable"]}
+
+
+# --- the real-text tier -------------------------------------------------------------------------
+
+
+def test_real_tier_judges_roc_auc_floor_only_where_support_allows():
+    low = real_checks(_real(auc=0.70), PARAMS)
+    assert [(c.name, c.passed, c.tier) for c in low] == [
+        ("real:roc_auc:threatgram:threats", False, "real"),
+        ("real:pr_auc_regression:threatgram:threats", True, "real")]
+    assert low[0].detail == "roc_auc 0.700 < 0.85 (40 positives)" and low[1].detail == "no champion yet"
+    thin = real_checks(_real(auc=0.1, support=PARAMS.real_min_support - 1), PARAMS)
+    assert [(c.name, c.passed) for c in thin] == [("real:measured", False)]
+    assert "25 positives and negatives" in thin[0].detail
+    assert real_checks(None, PARAMS)[0].detail == "no held-out real text"
+    at_floor = real_checks(_real(auc=0.9 - 0.05), PARAMS)  # 0.85 in floating point
+    assert all(c.passed for c in at_floor)
+
+
+def test_real_tier_pr_auc_regression_against_the_champion():
+    champ = {"version": "5", "macro_f1": 0.9, "real_pr_auc": {"threatgram": {"threats": 0.85}}}
+    worse = real_checks(_real(pr=0.80), PARAMS, champ)[1]
+    assert not worse.passed and worse.detail == "pr_auc 0.8000 < champion version 5 0.8500 - 0.0200"
+    assert real_checks(_real(pr=0.83), PARAMS, champ)[1].passed
+    other = real_checks(_real(pr=0.10, group="email", cat="scam_patterns"), PARAMS, champ)[1]
+    assert other.passed and "has no recorded pr_auc" in other.detail
+
+
+# --- the behaviour tier -------------------------------------------------------------------------
+
+
+def test_behaviour_tier_floor_regression_and_known_limits():
+    checks = behaviour_checks(_behaviour(rate=0.8), PARAMS)
+    assert [(c.name, c.passed, c.tier) for c in checks] == [
+        ("behaviour:pass_rate:threat_negation", False, "behaviour"),
+        ("behaviour:regression:threat_negation", True, "behaviour")]
+    assert checks[0].detail == "pass rate 0.800 (24/30) < 0.90"
+    champ = {"version": "5", "macro_f1": 0.9, "behaviour_pass_rate": {"threat_negation": 1.0}}
+    regressed = behaviour_checks(_behaviour(rate=29 / 30), PARAMS, champ)
+    assert [c.passed for c in regressed] == [True, False]
+    assert not behaviour_checks(_behaviour(gating=False), PARAMS)[0].passed  # nothing gating: not measured
+    assert behaviour_checks(None, PARAMS)[0].name == "behaviour:measured"
+
+
+def test_gate_fails_when_any_tier_fails_and_names_every_failing_check():
+    v = quality_gate(_metrics(), {"decision_diff_rate": 0.0}, PARAMS, real=_real(auc=0.6), behaviour=_behaviour(0.5))
+    assert not v.passed
+    assert v.to_dict()["failing"] == ["real:roc_auc:threatgram:threats", "behaviour:pass_rate:threat_negation"]
+    assert v.tiers()["generated"]["passed"] and not v.tiers()["real"]["passed"]
+    assert not quality_gate(_metrics(), {"decision_diff_rate": 0.0}, PARAMS, real=None).passed

@@ -10,10 +10,11 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, precision_score, recall_score
 
 from components.core.contract import Record, make_labels
+from components.quality.real_text import real_text_metrics
 from components.quality.metrics import (
     calibration,
     category_metrics,
-    per_source,
+    cooccurrence,
     robustness,
     threshold_grid,
     tune_thresholds,
@@ -180,23 +181,49 @@ def test_robustness_without_pairs():
     assert robustness(records, y, y * 0.9, {c: 0.5 for c in LABELS}) == {"n_pairs": 0}
 
 
-def test_per_source():
-    a = LABELS[0]
+def test_real_text_metrics_per_eval_group():
+    a, b = LABELS[0], LABELS[3]
     records = [
         _rec("d1", [a], source="external:davidson"),
         _rec("d2", [a], source="external:davidson"),
         _rec("d3", source="external:davidson"),
         _rec("d4", source="external:davidson"),
+        _rec("p1", [b], source="external:phishing"),
+        _rec("e1", source="external:enron"),
         _rec("o1", [a]),
     ]
+    records[4].metadata["eval_group"] = records[5].metadata["eval_group"] = "email"
     y = np.array([r.label_vector() for r in records])
     probs = np.full(y.shape, 0.1)
     probs[0, 0] = 0.9  # d1 caught, d2 missed
+    probs[1, 0] = 0.3  # d2 ranked above both negatives: ROC-AUC 1.0
     probs[2, 3] = 0.8  # d3 flagged with no label
-    out = per_source(records, y, probs, {c: 0.5 for c in LABELS})
-    assert list(out) == ["external:davidson"]
-    s = out["external:davidson"]
-    assert s["n"] == 4
-    assert s["per_category"] == {a: {"f1": pytest.approx(2 / 3), "precision": 1.0, "recall": 0.5, "support": 2}}
-    assert s["macro_f1"] == pytest.approx(2 / 3)
-    assert s["no_label_false_positive_rate"] == 0.5
+    probs[4, 3] = 0.7  # the phishing mail caught, ranked above the enron mail
+    out = real_text_metrics(records, y, probs, {c: 0.5 for c in LABELS}, min_support=2)
+    assert list(out["groups"]) == ["davidson", "email"]
+    d = out["groups"]["davidson"]
+    assert d["n"] == 4 and d["sources"] == ["davidson"] and list(d["per_category"]) == [a]
+    m = d["per_category"][a]
+    assert (m["f1"], m["precision"], m["recall"], m["support"], m["negatives"]) == (
+        pytest.approx(2 / 3), 1.0, 0.5, 2, 2)
+    assert m["roc_auc"] == 1.0 and m["pr_auc"] == 1.0 and m["gated"] is True
+    assert d["no_label_false_positive_rate"] == 0.5 and d["macro_f1"] == pytest.approx(2 / 3)
+    e = out["groups"]["email"]
+    assert e["sources"] == ["enron", "phishing"] and e["per_category"][b]["roc_auc"] == 1.0
+    assert e["per_category"][b]["gated"] is False  # one positive, one negative: below min_support
+    assert out["overall"]["n"] == 6  # o1 is generated text, not judged here
+    assert set(out["categories_without_real_support"]) == set(LABELS) - {a, b}
+    with pytest.raises(ValueError, match="line up"):
+        real_text_metrics(records[:2], y, probs, {c: 0.5 for c in LABELS}, min_support=2)
+
+
+def test_cooccurrence_counts_true_and_predicted_pairs():
+    y = np.zeros((3, K), dtype=int)
+    y[0, [0, 1]] = 1
+    y[1, 0] = 1
+    probs = y * 0.9 + 0.05
+    probs[2, 2] = 0.99
+    out = cooccurrence(y, probs, {c: 0.5 for c in LABELS})
+    assert out["labels"] == list(LABELS)
+    assert out["true"][0][0] == 2 and out["true"][0][1] == out["true"][1][0] == 1 and out["true"][2][2] == 0
+    assert out["predicted"][2][2] == 1 and out["predicted"][0][1] == 1

@@ -40,7 +40,7 @@ def _client(uri):
 def _as_judged(uri) -> dict | None:
     """The champion as the evaluate step passes it to the gate."""
     c = champion(uri, MODEL, retry=FAST)
-    return None if c is None else {"version": c["version"], "macro_f1": c["macro_f1"]}
+    return None if c is None else {k: c[k] for k in ("version", "macro_f1", "real_pr_auc", "behaviour_pass_rate")}
 
 
 def test_passing_candidate_becomes_champion(store):
@@ -56,6 +56,9 @@ def test_passing_candidate_becomes_champion(store):
     assert decision.promote
     champ = champion(uri, MODEL, retry=FAST)
     assert champ["version"] == version and champ["macro_f1"] == pytest.approx(0.9) and champ["promoted_at"]
+    # the per-subject figures the next evaluation's regression checks compare with, read back from the run
+    assert champ["real_pr_auc"] == {"threatgram": {"threats": pytest.approx(0.72)}}
+    assert champ["behaviour_pass_rate"] == {"threat_negation": pytest.approx(0.95)}
     tags = client.get_model_version(MODEL, version).tags
     assert tags["gate.decision"] == "promoted" and "no_regression: no champion yet" in tags["gate.reasons"]
     assert tags["gate.judged_against"] == "none" and tags["gate.tolerance"] == "0.01"
@@ -78,7 +81,7 @@ def test_failing_verdict_stays_candidate_and_champion_is_untouched(store):
     assert champion(uri, MODEL, retry=FAST)["version"] == first
     assert str(_client(uri).get_model_version_by_alias(MODEL, "candidate").version) == second
     tags = _client(uri).get_model_version(MODEL, second).tags
-    assert tags["gate.decision"] == "refused" and "f1_floor:harassment" in tags["gate.reasons"]
+    assert tags["gate.decision"] == "refused" and "generated:f1_floor:harassment" in tags["gate.reasons"]
     assert tags["gate.judged_against"] == first
     assert "previous_champion" not in tags and "promoted_at" not in tags
 

@@ -96,7 +96,9 @@ def test_log_pipeline_run_records_params_metrics_tags_and_artifacts(store, tmp_p
     assert m["size_mb.int8"] == pytest.approx(23.193541) and m["texts_per_second.int8"] == 430.6
     assert m["parity.decision_diff_rate.int8"] == pytest.approx(0.0047)
     assert m["train.seconds"] == 20.1 and m["export.variants.int8.max_abs_diff"] == 0.73
-    assert m["external.davidson.macro_f1"] == 0.45 and m["calibration.ece"] == 0.012
+    assert m["real.threatgram.threats.roc_auc"] == 0.9 and m["real.threatgram.threats.pr_auc"] == 0.72
+    assert m["behaviour.threat_negation.pass_rate"] == 0.95 and m["generated_macro_f1"] == pytest.approx(0.9)
+    assert m["gate_tier_passed.real"] == 1.0 and m["calibration.ece"] == 0.012
     assert [(x.step, x.value) for x in client.get_metric_history(run_id, "train_loss")] == [
         (1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
     assert len(client.get_metric_history(run_id, "val_macro_f1")) == 3
@@ -115,8 +117,8 @@ def test_failed_gate_is_tagged_on_the_run(store):
     run_id = _run(store, make_report(weak="harassment"))
     tags = mlflow.MlflowClient(tracking_uri=store[0]).get_run(run_id).data.tags
     assert tags["gate.verdict"] == "failed"
-    assert tags["gate.failing"] == "f1_floor:harassment"
-    assert tags["gate.check.f1_floor:harassment".replace(":", "_")].startswith("f1 0.700")
+    assert tags["gate.failing"] == "generated:f1_floor:harassment"
+    assert tags["gate.check.generated:f1_floor:harassment".replace(":", "_")].startswith("f1 0.700")
 
 
 # ---------------------------------------------------------------------------------------------
