@@ -87,6 +87,9 @@ def evaluate(
                                         "folder) or an .onnx file inside one.")],
     test: Annotated[Path, typer.Option("--test", help="The test split (JSONL): the metrics and the gate are judged on it.")],
     val: Annotated[Path, typer.Option("--val", help="The validation split (JSONL): thresholds are tuned on it.")],
+    real_test: Annotated[Optional[Path], typer.Option(
+        "--real-test", help="Held-out real text (JSONL) for the gate's real-text tier (default: "
+        "real_test.jsonl beside --test, when there is one).")] = None,
     tokenizer: Annotated[Optional[Path], typer.Option(
         "--tokenizer", help="A folder with tokenizer.json (default: the model's folder); its vocabulary must match the model's.")] = None,
     variant: Annotated[str, typer.Option("--variant", help="fp32, fp16, int8, or all variants present in the folder.")] = "all",
@@ -104,7 +107,9 @@ def evaluate(
     root = setup(verbose)
     if variant not in EVALUATE_VARIANTS:
         raise fail(f"unknown variant {variant!r}; valid: {', '.join(EVALUATE_VARIANTS)}")
-    for name, path in (("--test", test), ("--val", val)):
+    if real_test is None and (test.parent / "real_test.jsonl").is_file():
+        real_test = test.parent / "real_test.jsonl"
+    for name, path in (("--test", test), ("--val", val), ("--real-test", real_test or test)):
         if not path.is_file():
             raise fail(f"{path}: no such file ({name}); the pipeline writes the splits to data/splits/")
     output = output if output is not None else root / project_params(root).paths.reports / "evaluate.json"
@@ -123,7 +128,7 @@ def evaluate(
         try:
             with quiet_components(verbose):
                 report = run_evaluate(staging, val, test, params, Path(tmp) / "release",
-                                      output.parent / f"{output.stem}_plots")
+                                      output.parent / f"{output.stem}_plots", real_test_path=real_test)
         except (ContractError, CheckpointError, ValueError) as exc:
             raise fail(unstage(str(exc))) from None
     if relabel:
@@ -141,7 +146,7 @@ def _print_evaluation(report: dict, floor: float) -> None:
 
     m = report["test"]
     gate = report["gate"]
-    role = "served" if gate["passed"] else "candidate: no variant passed the gate"
+    role = "served" if gate["passed"] else "candidate: the gate failed"
     table = Table(title=f"test metrics · {report['served_variant']} ({role}) · {m['samples']:,} examples",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("category", no_wrap=True)
@@ -165,6 +170,11 @@ def _print_evaluation(report: dict, floor: float) -> None:
                        "[green]pass[/]" if r["gate_passed"] else "[red]fail[/]")
         console.print(vt)
     failing = [c for c in gate["checks"] if not c["passed"]]
+    tiers = gate.get("tiers") or {}
+    if tiers:
+        console.print("tiers: " + " · ".join(
+            f"{name} {'[green]pass[/]' if t['passed'] else '[red]fail[/]'} ({t['checks'] - t['failing']}/{t['checks']})"
+            for name, t in tiers.items()), highlight=False)
     if gate["passed"]:
         console.print(f"gate: [green]PASSED[/] ({len(gate['checks'])} checks)", highlight=False)
     else:

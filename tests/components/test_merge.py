@@ -293,3 +293,22 @@ def test_real_test_is_written_empty_without_real_text(tmp_path, record_factory):
     stats = merge(build_inputs(tmp_path, record_factory), REAL_PARAMS, tmp_path / "s", tmp_path / "s/r.jsonl")
     assert (tmp_path / "s/real_test.jsonl").read_text() == ""
     assert stats["records"]["real_test"] == 0 and stats["real_text"]["real_test"] == {}
+
+
+def test_records_sharing_a_5gram_with_the_behavioural_suite_never_reach_a_split(tmp_path, record_factory):
+    from components.quality.behaviour import expand, load_suite, shares_ngram, suite_ngrams
+
+    cases = expand(load_suite())
+    leaked = [c for c in cases if len(c.plain.split()) >= 6][:3]
+    sources = build_inputs(tmp_path, record_factory)
+    reviewed = [record_factory(f"rev-{i}", f"reviewed by a moderator: {c.plain}", ["threats"], category="threats")
+                for i, c in enumerate(leaked)]
+    write_records(tmp_path / "in/incoming/reviews.jsonl", reviewed)
+    sources.append(Source("incoming", jsonl_files(tmp_path / "in/incoming"), 0))
+    stats = merge(sources, MergeParams(val_fraction=0.15, test_fraction=0.2, seed=3), tmp_path / "splits",
+                  tmp_path / "splits/rejects.jsonl")
+    assert stats["behaviour_suite_overlap_removed"]["total"] == len(leaked)
+    grams = suite_ngrams()
+    for name in ("train", "val", "test", "real_test"):
+        for r in read_records(tmp_path / f"splits/{name}.jsonl").records:
+            assert not r.id.startswith("rev-") and not shares_ngram(r.text, grams), (name, r.text)
