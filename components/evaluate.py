@@ -33,7 +33,8 @@ from components.quality.gate import quality_gate, select_served_variant, variant
 from components.quality.metrics import calibration, category_metrics, cooccurrence, robustness, tune_thresholds
 from components.quality.parity import parity as measure_parity
 from components.quality.plots import write_plots, write_threshold_curves
-from components.quality.real_text import is_real, real_text_metrics
+from components.external import is_real
+from components.quality.real_text import real_text_metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
         latency = batch1_latency_ms(model, test_texts[:LATENCY_SAMPLES])
         thresholds = tune_thresholds(yva, pv, params)
         metrics = category_metrics(yte, pt, thresholds)
-        gen_metrics = category_metrics(yte[generated], pt[generated], thresholds)
+        # The merge step keeps public real text out of the test split, so the two are usually one set.
+        gen_metrics = metrics if len(generated) == len(test) else category_metrics(yte[generated], pt[generated],
+                                                                                    thresholds)
         parity = measure_parity(reference, pv, thresholds) if reference is not None else None
         checks = variant_checks(gen_metrics, parity, params, champion)
         results[variant] = {
@@ -138,9 +141,10 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
     behaviour_report = {**suite.score(cases, pb, thresholds), "floor": params.behaviour_floor}
     verdict = quality_gate(best["generated"], best["parity"], params, champion,
                            real=real_report, behaviour=behaviour_report)
+    gate = verdict.to_dict()
     report = {
         "served_variant": chosen,
-        "gate": verdict.to_dict(),
+        "gate": gate,
         "generated": best["generated"],
         "test": best["metrics"],
         "real": None if real_report is None else {**real_report, "roc_auc_floor": params.real_roc_auc_floor},
@@ -153,7 +157,7 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
                                            "latency_ms_p95", "macro_f1", "micro_f1", "gate_passed", "parity")}
                      for v, r in results.items()},
         "f1_floor": params.f1_floor,
-        "champion": verdict.to_dict()["champion"],
+        "champion": gate["champion"],
         "champion_macro_f1": None if champion is None else champion.get("macro_f1"),
     }
     write_plots(yte, pt, thresholds, {**best["generated"], "f1_floor": params.f1_floor}, plots_dir)

@@ -45,6 +45,7 @@ from components.external.sources import (  # noqa: F401
     map_labels,
     read_rows,
 )
+from components.external import SOURCE_PREFIX
 from components.text.social import cap_chars, normalize_social_text
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def _find_folder(spec: dict, roots: list[Path]) -> tuple[Path | None, Path | Non
 def _to_record(key: str, spec: dict, row: Row, text: str, labels: list[str], chars: int) -> Record:
     rid = f"{key}-{row.index}"
     meta = {
-        "source": f"external:{key}",
+        "source": f"{SOURCE_PREFIX}{key}",
         "category": labels[0] if labels else None,
         "group": rid,
         "audience": "GENERAL",

@@ -33,6 +33,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from components.core.contract import ContractError, Record, RejectedRecord, read_records, write_jsonl, write_records
 from components.text.dedup import NearDuplicateIndex, normalize
 from components.text.enrich import enrich
+from components.external import SOURCE_PREFIX, eval_group, is_real
 from components.quality.behaviour import shares_ngram, suite_ngrams
 from components.core.params import MergeParams, Paths
 from components.core.taxonomy import LABELS, ContextPrefix, split_prefix
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")  # every category must be in each of these
 REAL_TEST = "real_test"  # held-out public real text: covers only what the real sets cover
-REAL_PREFIX = "external:"
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def _real_source(group: list[Record]) -> str | None:
     one set (e.g. a reviewed copy in incoming/ sharing its group): such a group is split as usual."""
     sources = {r.source for r in group}
     only = sources.pop() if len(sources) == 1 else ""
-    return only if only.startswith(REAL_PREFIX) else None
+    return only if only.startswith(SOURCE_PREFIX) else None
 
 
 def split_real(records: list[Record], params: MergeParams) -> dict[str, list[Record]]:
@@ -260,7 +260,7 @@ def real_statistics(splits: dict[str, list[Record]], hashes: dict, threshold: fl
     what real_test holds (records, no-label, positives per category). ``leaks_to_train_val``: real_test
     records with a near-duplicate in train or val that de-duplication kept because its labels or
     audience differ (a contrast pair is kept on purpose): a diagnostic, expected near 0."""
-    real = {s: [r for r in rs if r.source.startswith(REAL_PREFIX)] for s, rs in splits.items()}
+    real = {s: [r for r in rs if is_real(r)] for s, rs in splits.items()}
     per_source: dict[str, dict[str, int]] = defaultdict(lambda: {s: 0 for s in splits})
     for s, rs in real.items():
         for r in rs:
@@ -279,7 +279,7 @@ def real_statistics(splits: dict[str, list[Record]], hashes: dict, threshold: fl
         REAL_TEST: {
             src: {
                 "records": len(rs),
-                "eval_group": sorted({str(r.metadata.get("eval_group") or src[len(REAL_PREFIX):]) for r in rs}),
+                "eval_group": sorted({eval_group(r) for r in rs}),
                 "no_label": sum(not any(r.label_vector()) for r in rs),
                 "per_category": {c: n for c in LABELS if (n := sum(r.labels[c] for r in rs))},
             }

@@ -28,12 +28,12 @@ from typing import Any
 from components.core.contract import atomic_write
 from components.core.taxonomy import LABELS
 from components.quality import report_charts as charts
+from components.quality.gate import TIERS
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "resources/report"
 ARTIFACT_PATH = "report"
-TIERS = ("generated", "real", "behaviour", "release")
 SECTIONS = ("verdict", "categories", "curves", "calibration", "cooccurrence", "robustness", "behaviour", "real",
             "environment", "sizes", "lineage")
 _EPS = 1e-9

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from components.core.taxonomy import LABELS
+from components.core.yaml_doc import YamlFileError, read_yaml
 from components.generate_perturbations import perturb_text, stable_seed
 from components.model.scoring import flags
 
@@ -102,16 +102,18 @@ def load_suite(path: str | Path | None = None) -> Suite:
     templates or fillers, a template slot with no filler (or a filler no template uses), a stray
     brace, an unknown transform, or a ``max_cases`` that is not a positive integer.
     """
-    if path is None:
-        source = f"components/{SUITE_RESOURCE}"
-        text = resources.files("components").joinpath(SUITE_RESOURCE).read_text("utf-8")
-    else:
-        source = str(path)
-        text = Path(path).read_text("utf-8")
+    # The project's strict reader: UTF-8, one document, no key written twice (a second `must_flag`
+    # would otherwise silently replace the first).
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SuiteError(f"{source}: not valid YAML: {e}") from e
+        if path is None:
+            source = f"components/{SUITE_RESOURCE}"
+            with resources.as_file(resources.files("components").joinpath(SUITE_RESOURCE)) as packaged:
+                doc = read_yaml(packaged).data
+        else:
+            source = str(path)
+            doc = read_yaml(path).data
+    except YamlFileError as e:
+        raise SuiteError(str(e)) from None
     if not isinstance(doc, dict):
         raise SuiteError(f"{source}: the suite must be a mapping with 'functionalities'")
     unknown = sorted(set(doc) - {"seed", "functionalities"})
@@ -357,11 +359,16 @@ def word_ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
 
 def suite_ngrams(n: int = 5, path: str | Path | None = None) -> set[tuple[str, ...]]:
     """Every word n-gram of every expanded case of the suite, both as scored and before its
-    transform: the set the merge step checks records against with :func:`shares_ngram`."""
+    transform: the set the merge step checks records against with :func:`shares_ngram`.
+
+    An n-gram of single characters only (what the spacing transform leaves: ``k i l l y``) is left
+    out: it says nothing about wording and matches any spaced-out text, which would drop
+    unrelated training records."""
     out: set[tuple[str, ...]] = set()
     for case in expand(load_suite(path)):
         out |= word_ngrams(case.text, n)
         out |= word_ngrams(case.plain, n)
+    out = {g for g in out if any(len(t) > 1 for t in g)}
     return out
 
 

@@ -103,6 +103,14 @@ def _champion_figure(champion: Mapping[str, Any] | None, key: str, *path: str) -
     return node
 
 
+def _floor(name: str, tier: str, what: str, value: Any, floor: float, count: str = "", after: str = "") -> GateCheck:
+    """``value`` >= ``floor`` (with float slack); unmeasured fails. Detail: ``<what> <value><count> >= <floor><after>``."""
+    if not _finite(value):
+        return GateCheck(name, False, f"{what} not measured", tier)
+    ok = value + _EPS >= floor
+    return GateCheck(name, ok, f"{what} {value:.3f}{count} {'>=' if ok else '<'} {floor:.2f}{after}", tier)
+
+
 # ------------------------------------------------------------------------------ tier 1: generated
 
 
@@ -111,18 +119,9 @@ def f1_floor_checks(metrics: Mapping[str, Any], floor: float) -> list[GateCheck]
 
     ``metrics``: :func:`components.quality.metrics.category_metrics` on the generated test text.
     """
-    checks = []
     per = metrics.get("per_category", {})
-    for cat in LABELS:
-        name = f"generated:f1_floor:{cat}"
-        f1 = per.get(cat, {}).get("f1")
-        if not _finite(f1):
-            checks.append(GateCheck(name, False, "f1 not measured", "generated"))
-        elif f1 + _EPS >= floor:
-            checks.append(GateCheck(name, True, f"f1 {f1:.3f} >= {floor:.2f}", "generated"))
-        else:
-            checks.append(GateCheck(name, False, f"f1 {f1:.3f} < {floor:.2f}", "generated"))
-    return checks
+    return [_floor(f"generated:f1_floor:{cat}", "generated", "f1", per.get(cat, {}).get("f1"), floor)
+            for cat in LABELS]
 
 
 # ------------------------------------------------------------------------------ tier 2: real text
@@ -144,14 +143,8 @@ def real_checks(real: Mapping[str, Any] | None, params: EvaluateParams,
     floor, tol = params.real_roc_auc_floor, params.real_pr_auc_tolerance
     checks = []
     for group, cat, m in judged:
-        auc = m.get("roc_auc")
-        name = f"real:roc_auc:{group}:{cat}"
-        if not _finite(auc):
-            checks.append(GateCheck(name, False, "roc_auc not measured", "real"))
-        else:
-            ok = auc + _EPS >= floor
-            checks.append(GateCheck(name, ok, f"roc_auc {auc:.3f} {'>=' if ok else '<'} {floor:.2f} "
-                                    f"({m.get('support')} positives)", "real"))
+        checks.append(_floor(f"real:roc_auc:{group}:{cat}", "real", "roc_auc", m.get("roc_auc"), floor,
+                             after=f" ({m.get('support')} positives)"))
         checks.append(_regression(f"real:pr_auc_regression:{group}:{cat}", "real", "pr_auc", m.get("pr_auc"),
                                   _champion_figure(champion, "real_pr_auc", group, cat), champion, tol))
     return checks
@@ -172,13 +165,8 @@ def behaviour_checks(behaviour: Mapping[str, Any] | None, params: EvaluateParams
     checks = []
     for name, f in gating:
         rate = f.get("pass_rate")
-        check = f"behaviour:pass_rate:{name}"
-        if not _finite(rate):
-            checks.append(GateCheck(check, False, "pass rate not measured", "behaviour"))
-        else:
-            ok = rate + _EPS >= floor
-            checks.append(GateCheck(check, ok, f"pass rate {rate:.3f} ({f.get('passed')}/{f.get('n')}) "
-                                    f"{'>=' if ok else '<'} {floor:.2f}", "behaviour"))
+        checks.append(_floor(f"behaviour:pass_rate:{name}", "behaviour", "pass rate", rate, floor,
+                             count=f" ({f.get('passed')}/{f.get('n')})"))
         checks.append(_regression(f"behaviour:regression:{name}", "behaviour", "pass rate", rate,
                                   _champion_figure(champion, "behaviour_pass_rate", name), champion, tol))
     return checks

@@ -23,20 +23,9 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 
 from components.core.contract import Record
 from components.core.taxonomy import LABELS
+from components.external import SOURCE_PREFIX, eval_group, is_real
 from components.quality.metrics import check_arrays
 from components.model.scoring import flags
-
-REAL_PREFIX = "external:"
-
-
-def is_real(record: Record) -> bool:
-    """Whether a record is public real text (``metadata.source`` starts with ``external:``)."""
-    return record.source.startswith(REAL_PREFIX)
-
-
-def eval_group(record: Record) -> str:
-    """The group a real record is judged in: ``metadata.eval_group``, else its source key."""
-    return str(record.metadata.get("eval_group") or record.source[len(REAL_PREFIX):] or record.source)
 
 
 def _block(records: Sequence[Record], y: np.ndarray, p: np.ndarray, pred: np.ndarray,
@@ -67,7 +56,7 @@ def _block(records: Sequence[Record], y: np.ndarray, p: np.ndarray, pred: np.nda
         "n": int(len(y)),
         "n_no_label": int(clean.sum()),
         "no_label_false_positive_rate": float(pred[clean].any(axis=1).mean()) if clean.any() else None,
-        "sources": sorted({r.source[len(REAL_PREFIX):] for r in records}),
+        "sources": sorted({r.source[len(SOURCE_PREFIX):] for r in records}),
         "per_category": per,
         "macro_f1": macro("f1"), "macro_pr_auc": macro("pr_auc"), "macro_roc_auc": macro("roc_auc"),
     }

@@ -115,27 +115,26 @@ def _by_alias(store: Store, model_name: str, alias: str):
         raise
 
 
-def _macro_f1_of(store: Store, mv) -> float | None:
+def _macro_f1_of(mv, run_metrics: Mapping[str, float]) -> float | None:
+    """The version's ``macro_f1`` tag, else its run's ``test_macro_f1``."""
     tag = (mv.tags or {}).get("macro_f1")
     if tag:
         try:
             return float(tag)
         except ValueError:
             pass
-    if mv.run_id:
-        value = store.get_run(mv.run_id).data.metrics.get("test_macro_f1")
-        return None if value is None else float(value)
-    return None
+    value = run_metrics.get("test_macro_f1")
+    return None if value is None else float(value)
 
 
 def _champion(store: Store, model_name: str) -> dict | None:
     mv = _by_alias(store, model_name, CHAMPION)
     if mv is None:
         return None
-    figures = store.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    figures = store.get_run(mv.run_id).data.metrics if mv.run_id else {}  # one read serves every figure
     return {
         "version": str(mv.version),
-        "macro_f1": _macro_f1_of(store, mv),
+        "macro_f1": _macro_f1_of(mv, figures),
         "promoted_at": (mv.tags or {}).get("promoted_at"),
         "run_id": mv.run_id,
         **champion_figures(figures),

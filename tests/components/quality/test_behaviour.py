@@ -364,3 +364,12 @@ def test_no_suite_ngram_occurs_in_the_generator_resources():
     shared = sorted(suite & lexicon.keys())
     assert not shared, "reword these suite cases: " + "; ".join(
         f"{' '.join(g)!r} (in {lexicon[g]})" for g in shared[:30])
+
+
+def test_spaced_out_letters_alone_are_not_a_leak(cases):
+    grams = bh.suite_ngrams()
+    assert all(any(len(t) > 1 for t in g) for g in grams)
+    spaced = next(c for c in cases if c.functionality == "threats_spacing")
+    assert bh.shares_ngram(spaced.plain, grams)  # the wording itself is still caught
+    # any spaced-out word shares letters with the suite's spaced cases; it must not count as leaked
+    assert not bh.shares_ngram("g o o d n i g h t e v e r y o n e", grams)
