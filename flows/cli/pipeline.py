@@ -135,8 +135,14 @@ def _print_registry(root: Path, params) -> None:
     if last.exists():
         r = json.loads(last.read_text())
         verdict = "[green]promoted to champion[/]" if r["promoted"] else "[yellow]stayed candidate[/]"
+        reasons = list(r["reasons"])
+        # The gate has dozens of checks over four tiers: the summary, and where every failing one is detailed.
+        failed = reasons[0].removeprefix("gate failed: ").split(", ") if reasons[0].startswith("gate failed: ") else []
+        why = "; ".join(reasons) if len(failed) <= 3 else (
+            f"gate failed {len(failed)} checks, first {', '.join(failed[:3])}; every check with its figures is in "
+            f"{params.paths.reports}/report.html")
         console.print(f"last run: {r['lineage_version']} → {r['model_name']} version {r['version']}, "
-                      f"macro F1 {r['macro_f1']:.4f}, {verdict} ({'; '.join(r['reasons'])})", highlight=False)
+                      f"macro F1 {r['macro_f1']:.4f}, {verdict} ({why})", highlight=False)
     try:
         champ = tracking.champion(tracking_uri(), params.track.model_name,
                                   retry=tracking.RetryPolicy(attempts=1))
