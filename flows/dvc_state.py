@@ -64,11 +64,42 @@ def is_current(root: Path, name: str) -> bool:
             return not stage.changed()
 
 
+@contextlib.contextmanager
+def atomic_dvc_writes() -> Iterator[None]:
+    """Make DVC's YAML writes (dvc.lock) atomic for the length of the block.
+
+    DVC 3.67 rewrites dvc.lock in place (``open(path, "w+")`` then a streamed dump,
+    ``dvc.utils.serialize._common._dump_data``): a run killed during that dump leaves half a lock
+    file, and every later ``dvc`` command and flow run fails with "'./dvc.lock' validation failed".
+    Here each such write goes to a temporary file beside the target that is renamed over it
+    (:func:`components.core.contract.atomic_write`), so a kill leaves the old lock or the new one.
+    Only local paths are redirected; anything else is written as DVC writes it.
+    """
+    from dvc.fs import LocalFileSystem
+    from dvc.utils.serialize import _common
+
+    from components.core.contract import atomic_write
+
+    original = _common._dump_data
+
+    def dump(path, data, dumper, fs=None, **dumper_args):
+        if fs is not None and not isinstance(fs, LocalFileSystem):
+            return original(path, data, dumper, fs=fs, **dumper_args)
+        with atomic_write(path) as fh:
+            dumper(data, fh, **dumper_args)
+
+    _common._dump_data = dump
+    try:
+        yield
+    finally:
+        _common._dump_data = original
+
+
 def record(root: Path, name: str) -> None:
-    """`dvc commit` one stage the flow has just run: lock entry written, outputs cached."""
+    """`dvc commit` one stage the flow has just run: lock entry written (atomically), outputs cached."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with Repo(str(root)) as repo, atomic_dvc_writes():
         repo.commit(name, force=True)
     log.debug("dvc: committed stage %s", name)
 
