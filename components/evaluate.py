@@ -137,8 +137,10 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
         pr = model.predict_proba([r.text for r in real], params.batch_size)
         real_report = real_text_metrics(real, label_matrix(real), pr, thresholds, params.real_min_support)
     cases = suite.expand(suite.load_suite())
-    pb = model.predict_proba([OnnxClassifier.with_context(c.text) for c in cases], params.batch_size)
-    behaviour_report = {**suite.score(cases, pb, thresholds), "floor": params.behaviour_floor}
+    case_texts = [OnnxClassifier.with_context(c.text) for c in cases]
+    pb = model.predict_proba(case_texts, params.batch_size)
+    judged = [v.supported for v in model.languages(case_texts)]
+    behaviour_report = {**suite.score(cases, pb, thresholds, judged), "floor": params.behaviour_floor}
     verdict = quality_gate(best["generated"], best["parity"], params, champion,
                            real=real_report, behaviour=behaviour_report)
     gate = verdict.to_dict()

@@ -185,7 +185,8 @@ def train(params: TrainParams, train_path: Path, val_path: Path, out_dir: Path, 
     started = time.perf_counter()
     if p.mode == "head":
         model.encoder.requires_grad_(False)
-        cache = EmbeddingCache(cache_dir, f"{p.model}|{p.max_length}|{model.config.normalize}")
+        cfg = model.config
+        cache = EmbeddingCache(cache_dir, f"{p.model}|{p.max_length}|{cfg.normalize}|{cfg.text_normalization}")
         embed = lambda texts: run_batched(model, tokenizer, texts, 64, what="embeddings", progress=True)  # noqa: E731
         t0 = time.perf_counter()
         xtr, xva = cache.get(train_texts, embed), cache.get(val_texts, embed)

@@ -96,6 +96,11 @@ class ClassifierAgent:
 
         prefixed = self.model.with_context(text, ContextPrefix("GENERAL", _SURFACE[content_type]))
         probs = self.model.predict_proba([prefixed])
+        verdict = self.model.languages([prefixed])[0]
+        if not verdict.supported:  # its scores would be noise: a person who reads the language decides
+            return (["clean"], "request_review", 0.0,
+                    f"language {verdict.language!r} is not one the classifier is trained on "
+                    f"({', '.join(self.model.config.languages)}): not judged")
         flags = [f for f in self.model.flags(probs)[0] if self.category_map.get(f.category)]
         if not flags:
             mapped = [float(probs[0][i]) for i, c in enumerate(CATEGORIES) if self.category_map.get(c)]

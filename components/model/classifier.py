@@ -23,7 +23,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from components.core.taxonomy import LABELS
 from components.model.folder import CheckpointError, ClassifierConfig
-from components.model.scoring import length_sorted_batches
+from components.model.scoring import length_sorted_batches, max_over_windows
+from components.text.normalize import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,32 @@ class ModerationClassifier(nn.Module):
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    return tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    """Model inputs for texts as training reads them: normalised (components.text.normalize), padded to
+    the longest, cut at ``max_length`` tokens (the first window: a label belongs to the whole text)."""
+    return tokenizer([normalize_text(t) for t in texts], padding=True, truncation=True, max_length=max_length,
+                     return_tensors="pt")
 
 
 @torch.no_grad()
 def run_batched(model: ModerationClassifier, tokenizer, texts: Sequence[str], batch_size: int,
                 what: str = "probs", progress: bool = False) -> np.ndarray:
-    """Probabilities (or pooled embeddings) for texts, batched by length, in the input order."""
+    """Probabilities ``[n, 18]`` (or pooled embeddings ``[n, hidden]``) for texts, in the input order.
+
+    Probabilities are scored as served: each text normalised and cut into the model's windows, a
+    category's score the highest over them (:class:`components.model.windows.TextWindows`).
+    Embeddings (the frozen-encoder features of head training) are of the first window, as trained.
+    """
     from tqdm.auto import tqdm
+
+    from components.model.windows import TextWindows
 
     model.eval()
     device = next(model.parameters()).device
+    n_texts, owners = len(texts), None
+    if what != "embeddings":
+        cfg = model.config
+        texts, owners = TextWindows(tokenizer.backend_tokenizer, cfg.max_length, cfg.window_stride,
+                                    cfg.max_windows).expand(texts)
     lengths = [len(t) for t in texts]
     out: np.ndarray | None = None
     batches = list(length_sorted_batches(lengths, batch_size))
@@ -122,4 +138,6 @@ def run_batched(model: ModerationClassifier, tokenizer, texts: Sequence[str], ba
         if out is None:
             out = np.zeros((len(texts), result.shape[1]), dtype=np.float32)
         out[idx] = result
-    return out if out is not None else np.zeros((0, len(LABELS)), dtype=np.float32)
+    if out is None:
+        return np.zeros((n_texts, len(LABELS)), dtype=np.float32)
+    return max_over_windows(out, owners, n_texts) if owners is not None else out

@@ -21,6 +21,7 @@ from typing import Any
 
 from components.core.contract import atomic_folder, write_json
 from components.core.taxonomy import AUDIENCES, LABELS, SURFACES
+from components.text.normalize import NORMALIZATION
 
 CONFIG_NAME = "classifier.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -46,10 +47,14 @@ class ClassifierConfig:
     base_model: str = ""
     mode: str = "head"
     max_length: int = 128
-    normalize: bool = True
+    normalize: bool = True  # L2-normalise the pooled embedding (sentence-transformers' Normalize module)
     hidden_size: int = 384
     head_hidden: int = 0  # 0: a linear head; N: one hidden layer of N units (GELU, dropout)
     vocab_size: int = 0
+    text_normalization: str = NORMALIZATION  # the rule every text goes through first (components.text.normalize)
+    window_stride: int = 32  # tokens shared by consecutive windows of a long text (components.model.windows)
+    max_windows: int = 8     # most windows scored per text: the first 7 and the last one past that
+    languages: list[str] = field(default_factory=lambda: ["en"])  # ISO 639-1 codes it was trained on (components.text.language)
     prefix_scheme: str = "[AUDIENCE][SURFACE] text"
     audiences: list[str] = field(default_factory=lambda: list(AUDIENCES))
     surfaces: list[str] = field(default_factory=lambda: list(SURFACES))
@@ -72,6 +77,11 @@ class ClassifierConfig:
             cfg = cls(**json.loads(path.read_text("utf-8")))
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path}: unreadable ({exc}); re-run the step that wrote it") from None
+        if cfg.text_normalization != NORMALIZATION:
+            raise CheckpointError(
+                f"{path}: the model was trained on text normalised by {cfg.text_normalization!r}, this version "
+                f"normalises by {NORMALIZATION!r}; retrain it with this version"
+            )
         if cfg.labels != list(LABELS):
             raise CheckpointError(
                 f"{path}: the model's labels differ from this project's taxonomy "

@@ -27,7 +27,9 @@ from components.model.folder import (
     ModelFolderError,
     sha256_file,
 )
-from components.model.scoring import flags as flag_matrix, length_sorted_batches
+from components.model.scoring import flags as flag_matrix, length_sorted_batches, max_over_windows
+from components.model.windows import TextWindows
+from components.text.language import LanguageVerdict, identify
 
 
 
@@ -61,6 +63,8 @@ class OnnxClassifier:
             raise ModelFolderError(f"{self.folder}: no {VARIANT_FILES[self.variant]} (variant {self.variant}); "
                                    f"variants present: {', '.join(present) or 'none'}")
         self.tokenizer = self._load_tokenizer()
+        self.windows = TextWindows(self.tokenizer, self.config.max_length, self.config.window_stride,
+                                   self.config.max_windows)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -113,16 +117,19 @@ class OnnxClassifier:
                 raise ModelFolderError(f"{path}: checksum differs from the manifest; the folder is corrupt or was edited")
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        texts = list(texts)
-        out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
-        for idx in length_sorted_batches([len(t) for t in texts], batch_size):
-            enc = self.tokenizer.encode_batch([texts[i] for i in idx])
+        """Scores ``[len(texts), 18]`` (float32, ``LABELS`` order): each text normalised, cut into the
+        model's windows (:class:`components.model.windows.TextWindows`), a category's score the
+        highest over its windows."""
+        windows, owners = self.windows.expand(texts)
+        out = np.zeros((len(windows), len(LABELS)), dtype=np.float32)
+        for idx in length_sorted_batches([len(t) for t in windows], batch_size):
+            enc = self.tokenizer.encode_batch([windows[i] for i in idx])
             feeds = {
                 "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
             }
             out[idx] = self.session.run(["probabilities"], feeds)[0]
-        return out
+        return max_over_windows(out, owners, len(texts))
 
     @staticmethod
     def with_context(text: str, context: ContextPrefix | None = None) -> str:
@@ -130,10 +137,21 @@ class OnnxClassifier:
         prefix, raw = split_prefix(text)
         return (context or prefix or ContextPrefix()).apply(raw)
 
-    def flags(self, probs: np.ndarray) -> list[list[Flag]]:
-        """The categories over their tuned threshold, most severe first, for each row of probabilities."""
+    def languages(self, texts: Sequence[str]) -> list[LanguageVerdict]:
+        """Each text's language verdict (:func:`components.text.language.identify`) against the
+        languages this model was trained on (``classifier.json`` ``languages``)."""
+        return identify(texts, supported=self.config.languages)
+
+    def flags(self, probs: np.ndarray, verdicts: Sequence[LanguageVerdict] | None = None) -> list[list[Flag]]:
+        """The categories over their tuned threshold, most severe first, for each row of probabilities.
+
+        With ``verdicts`` (:meth:`languages`, one per row), a text in a language the model does not
+        support gets no flags: its scores are not a judgment of what it says."""
         result = []
-        for row, flagged in zip(probs, flag_matrix(probs, self.thresholds)):
+        for r, (row, flagged) in enumerate(zip(probs, flag_matrix(probs, self.thresholds))):
+            if verdicts is not None and not verdicts[r].supported:
+                result.append([])
+                continue
             hits = [Flag(name, float(row[i]), float(self.thresholds[i]), category(name).severity)
                     for i, name in enumerate(LABELS) if flagged[i]]
             result.append(sorted(hits, key=lambda f: (_SEVERITY_RANK[f.severity], -f.score)))

@@ -55,6 +55,18 @@ def flags(probs: np.ndarray, thresholds: Mapping[str, float] | Sequence[float] |
     return p >= th
 
 
+def max_over_windows(window_probs: np.ndarray, owners: np.ndarray, n_texts: int) -> np.ndarray:
+    """A text's score per category: the highest over its windows.
+
+    ``window_probs``: ``[n_windows, 18]`` scores in [0, 1]; ``owners``: the text index of each window
+    (``TextWindows.expand``); returns ``[n_texts, 18]`` in the scores' dtype.
+    """
+    out = np.zeros((n_texts, window_probs.shape[1] if window_probs.ndim == 2 else len(LABELS)), dtype=window_probs.dtype)
+    if len(owners):
+        np.maximum.at(out, owners, window_probs)
+    return out
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
     """Indices in batches of similar length: padding (and so compute) stays small.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import random
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -28,6 +27,7 @@ import numpy as np
 from components.core.taxonomy import LABELS
 from components.core.yaml_doc import YamlFileError, read_yaml
 from components.generate_perturbations import perturb_text, stable_seed
+from components.text.normalize import normalize_text
 from components.model.scoring import flags
 
 SUITE_RESOURCE = "resources/behaviour/suite.yaml"
@@ -291,8 +291,12 @@ def _rate(passed: int, n: int) -> float:
     return passed / n if n else 1.0
 
 
-def score(cases: Sequence[Case], probs: np.ndarray, thresholds: Mapping[str, float]) -> dict:
+def score(cases: Sequence[Case], probs: np.ndarray, thresholds: Mapping[str, float],
+          judged: Sequence[bool] | None = None) -> dict:
     """Judge a model's scores on the cases with the flagging rule of ``scoring.flags``.
+
+    ``judged``: per case, whether the served model judges it at all (its language verdict,
+    ``OnnxClassifier.languages``); a case that is not judged flags nothing, as when served.
 
     ``probs``: float array ``[len(cases), 18]`` in ``LABELS`` order; ``thresholds``: one per
     category. A case passes when every ``must_flag`` category is flagged and no
@@ -308,6 +312,8 @@ def score(cases: Sequence[Case], probs: np.ndarray, thresholds: Mapping[str, flo
         raise ValueError(f"probs must have shape ({len(cases)}, {len(LABELS)}) "
                          f"(cases x categories in LABELS order), got {p.shape}")
     flagged_all = flags(p, thresholds) if len(cases) else np.zeros((0, len(LABELS)), bool)
+    if judged is not None:
+        flagged_all = flagged_all & np.asarray(judged, dtype=bool).reshape(-1, 1)
     funcs: dict[str, dict] = {}
     passed = gating_n = gating_passed = 0
     for i, case in enumerate(cases):
@@ -342,11 +348,9 @@ def score(cases: Sequence[Case], probs: np.ndarray, thresholds: Mapping[str, flo
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased word tokens: NFKC-normalised (fullwidth becomes ASCII), format characters
-    such as zero-width spaces removed, then runs of letters/digits (an inner apostrophe kept)."""
-    norm = unicodedata.normalize("NFKC", text)
-    norm = "".join(ch for ch in norm if unicodedata.category(ch) != "Cf")
-    return _TOKEN_RE.findall(norm.lower())
+    """Lower-cased word tokens of the model's normalisation of ``text``
+    (:func:`components.text.normalize.normalize_text`): runs of letters/digits, an inner apostrophe kept."""
+    return _TOKEN_RE.findall(normalize_text(text).lower())
 
 
 def word_ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:

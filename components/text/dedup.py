@@ -8,7 +8,6 @@ merge step's de-duplication, so the two always agree on what "near-duplicate" me
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import cache
 
@@ -16,17 +15,19 @@ from datasketch import MinHash, MinHashLSH
 from datasketch.lsh import _optimal_param
 
 from components.core.taxonomy import split_prefix
+from components.text.normalize import normalize_text
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
 _NON_WORD = re.compile(r"[^\w\s]+")
 _SPACES = re.compile(r"\s+")
 NUM_PERM = 64
 
 
 def normalize(text: str) -> str:
-    """Case-, width- and punctuation-insensitive form of a text, without its context prefix."""
+    """Case-, width- and punctuation-insensitive form of a text, without its context prefix: the
+    model's normalisation (:func:`components.text.normalize.normalize_text`), case-folded, with
+    punctuation turned to spaces."""
     _, raw = split_prefix(text)
-    raw = unicodedata.normalize("NFKC", raw).translate(_ZERO_WIDTH).casefold()
+    raw = normalize_text(raw).casefold()
     raw = _NON_WORD.sub(" ", raw)
     return _SPACES.sub(" ", raw).strip()
 

@@ -95,12 +95,14 @@ def predict(
             raise fail(f"text {i}: {exc}") from None
     clf = load_model(_release_folder(root, model))
     probs = clf.predict_proba(inputs)
-    flags = clf.flags(probs)
+    verdicts = clf.languages(inputs)
+    flags = clf.flags(probs, verdicts)
     results = []
-    for text, inp, row, hits in zip(texts, inputs, probs, flags):
+    for text, inp, row, hits, lang in zip(texts, inputs, probs, flags, verdicts):
         top = sorted(range(len(LABELS)), key=lambda j: -float(row[j]))[:3]
         results.append({
             "text": text, "input": inp,
+            "language": {"code": lang.language, "confidence": lang.confidence, "supported": lang.supported},
             "flags": [{"category": f.category, "score": round(f.score, 6), "threshold": round(f.threshold, 6),
                        "severity": f.severity} for f in hits],
             "top": [{"category": LABELS[j], "score": round(float(row[j]), 6),
@@ -121,7 +123,12 @@ def predict(
         for f in r["flags"]:
             console.print(f"   [red]{f['category']}[/]  score {f['score']:.3f} ≥ threshold {f['threshold']:.2f}"
                           f"  severity {f['severity']}", highlight=False)
-        if not r["flags"]:
+        lang = r["language"]
+        if not lang["supported"]:
+            console.print(f"   [yellow]not judged[/]: the text reads as language {lang['code']!r} (confidence "
+                          f"{lang['confidence']:.2f}); the model is trained on {', '.join(clf.config.languages)} only",
+                          highlight=False)
+        elif not r["flags"]:
             top = ", ".join(f"{t['category']} {t['score']:.3f} (threshold {t['threshold']:.2f})" for t in r["top"])
             console.print(f"   [green]no flags[/]  top scores: {top}", highlight=False)
 

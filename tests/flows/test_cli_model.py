@@ -92,6 +92,18 @@ def test_predict_json_has_all_scores(tiny):
         assert all(f["score"] >= f["threshold"] for f in r["flags"])
 
 
+def test_predict_marks_a_text_in_another_language_and_does_not_judge_it(tiny):
+    texts = ["今天天气很好，我们去公园散步吧。", "Ich weiß, wo du wohnst, und morgen komme ich vorbei.",
+             "I know where you live and I am coming for you tomorrow."]
+    result = runner.invoke(app, ["predict", *texts, "--json", "--model", str(tiny["release"])])
+    assert result.exit_code == 0, result.output
+    langs = [(r["language"]["code"], r["language"]["supported"]) for r in json.loads(result.stdout)["results"]]
+    assert langs[:2] == [("zh", False), ("de", False)] and langs[2][1] is True
+    assert all(r["flags"] == [] for r in json.loads(result.stdout)["results"][:2])
+    shown = runner.invoke(app, ["predict", texts[0], "--model", str(tiny["release"])])
+    assert shown.exit_code == 0 and "not judged" in shown.stdout and "'zh'" in shown.stdout
+
+
 def test_predict_bad_context_names_the_valid_values(tiny):
     result = runner.invoke(app, ["predict", "hello", "--context", "CHILD/MESSAGE", "--model", str(tiny["release"])])
     assert result.exit_code == 1

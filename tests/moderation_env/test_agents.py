@@ -120,6 +120,13 @@ def tiny_release(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-env"))["release"]
 
 
+def test_classifier_agent_asks_for_review_of_a_language_it_cannot_read(tiny_release):
+    agent = make_agent("classifier", model_folder=tiny_release)
+    labels, action, confidence, why = agent.decide("Я знаю, где ты живёшь, и завтра я приду к тебе.", "text_post")
+    assert (labels, action, confidence) == (["clean"], "request_review", 0.0)
+    assert "'ru'" in why and "not judged" in why
+
+
 @pytest.mark.slow
 def test_classifier_agent_maps_categories_and_actions_through_the_table(tiny_release):
     from moderation_env.vocab import table

@@ -226,6 +226,17 @@ def test_score_exact_pass_and_fail():
     assert set(fail["scores"]) == {"hate_speech", "harassment"}
 
 
+def test_a_case_the_served_model_does_not_judge_flags_nothing():
+    # judged=False stands for a text in a language the model is not trained on: served, it gets no flags
+    cases = [_case(1, "neg", must_not=LABELS), _case(2, "neg", must_not=LABELS), _case(3, "pos", must=["threats"])]
+    probs = _probs([{"self_harm": 0.9}, {"self_harm": 0.9}, {"threats": 0.9}])
+    judged = bh.score(cases, probs, TH, judged=[False, True, False])["functionalities"]
+    assert (judged["neg"]["passed"], judged["pos"]["passed"]) == (1, 0)
+    assert judged["neg"]["failures"][0]["id"] == "neg-002"
+    plain = bh.score(cases, probs, TH)["functionalities"]
+    assert (plain["neg"]["passed"], plain["pos"]["passed"]) == (0, 1)
+
+
 def test_score_caps_failures_in_case_order():
     cases = [_case(i, must=["spam"]) for i in range(1, 31)]
     r = bh.score(cases, np.zeros((30, len(LABELS))), TH)
