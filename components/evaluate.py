@@ -71,6 +71,15 @@ def _real_split(path: Path | None) -> list:
     return [r for r in read_records(path).records if is_real(r)]
 
 
+def _unnormalised(model: OnnxClassifier, records: list, probs: np.ndarray, batch_size: int) -> np.ndarray:
+    """``probs`` with the perturbed records' rows scored again without the text normalisation."""
+    rows = [i for i, r in enumerate(records) if r.source == "perturbation"]
+    out = probs.copy()
+    if rows:
+        out[rows] = model.predict_proba([records[i].text for i in rows], batch_size, normalize=False)
+    return out
+
+
 def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluateParams, release_dir: Path,
              plots_dir: Path, champion: Mapping[str, Any] | None = None, real_test_path: Path | None = None) -> dict:
     """Score every variant in ``onnx_dir``; write the release folder and plots; return the metrics report.
@@ -153,7 +162,7 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
         "behaviour": behaviour_report,
         "thresholds": thresholds,
         "calibration": calibration(yte, pt, params.calibration_bins),
-        "robustness": robustness(test, yte, pt, thresholds),
+        "robustness": robustness(test, yte, pt, thresholds, _unnormalised(model, test, pt, params.batch_size)),
         "cooccurrence": cooccurrence(yte, pt, thresholds),
         "variants": {v: {k: r[k] for k in ("file", "size_bytes", "texts_per_second", "latency_ms_p50",
                                            "latency_ms_p95", "macro_f1", "micro_f1", "gate_passed", "parity")}

@@ -116,11 +116,11 @@ class OnnxClassifier:
             if sha256_file(path) != expected:
                 raise ModelFolderError(f"{path}: checksum differs from the manifest; the folder is corrupt or was edited")
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32, normalize: bool = True) -> np.ndarray:
         """Scores ``[len(texts), 18]`` (float32, ``LABELS`` order): each text normalised, cut into the
         model's windows (:class:`components.model.windows.TextWindows`), a category's score the
-        highest over its windows."""
-        windows, owners = self.windows.expand(texts)
+        highest over its windows. ``normalize=False`` is for measuring the normalisation only."""
+        windows, owners = self.windows.expand(texts, normalize)
         out = np.zeros((len(windows), len(LABELS)), dtype=np.float32)
         for idx in length_sorted_batches([len(t) for t in windows], batch_size):
             enc = self.tokenizer.encode_batch([windows[i] for i in idx])

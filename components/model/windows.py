@@ -62,10 +62,11 @@ class TextWindows:
         self.max_length, self.stride, self.max_windows = max_length, stride, max_windows
         self._special = self._tok.num_special_tokens_to_add(False)
 
-    def split(self, text: str) -> list[str]:
+    def split(self, text: str, normalize: bool = True) -> list[str]:
         """The windows of one text: ``[normalised text]`` when it fits, else overlapping substrings,
-        each re-prefixed with the text's context prefix when it had one."""
-        prefix, raw = split_prefix(normalize_text(text))
+        each re-prefixed with the text's context prefix when it had one. ``normalize=False`` skips
+        the normalisation (only to measure what it is worth: the robustness report's "before")."""
+        prefix, raw = split_prefix(normalize_text(text) if normalize else text)
         head = f"{prefix.render()} " if prefix else ""
         room = self.max_length - self._special
         if head:
@@ -76,12 +77,12 @@ class TextWindows:
         starts = window_starts(len(offsets), room, min(self.stride, room // 2), self.max_windows)
         return [head + raw[offsets[s][0] : offsets[min(s + room, len(offsets)) - 1][1]] for s in starts]
 
-    def expand(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    def expand(self, texts: Sequence[str], normalize: bool = True) -> tuple[list[str], np.ndarray]:
         """Every text's windows, flattened, and for each window the index of its text (int64 ``[n_windows]``)."""
         windows: list[str] = []
         owners: list[int] = []
         for i, text in enumerate(texts):
-            parts = self.split(text)
+            parts = self.split(text, normalize)
             windows += parts
             owners += [i] * len(parts)
         return windows, np.asarray(owners, dtype=np.int64)

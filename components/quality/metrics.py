@@ -233,16 +233,23 @@ def _check_records(records: Sequence[Record], y: np.ndarray) -> None:
         raise ValueError(f"{len(records)} records but {y.shape[0]} rows of labels; they must line up row for row")
 
 
-def robustness(records: Sequence[Record], y_true: Any, probs: Any, thresholds: Mapping[str, float]) -> dict:
+def robustness(records: Sequence[Record], y_true: Any, probs: Any, thresholds: Mapping[str, float],
+               unnormalised: Any = None) -> dict:
     """How much adversarial perturbation hurts: clean parents vs their perturbed variants.
 
     Only variants whose parent is in the same split count, and each pair contributes one
     parent row and one variant row, so both sides are scored on the same examples.
     Macro F1 covers the categories with support among the parents.
+
+    ``unnormalised``: optional scores ``[n, 18]`` of the same records with the text
+    normalisation skipped (only the perturbed rows are read): the figures "before
+    normalisation" (``perturbed_unnormalised``, and per kind ``flip_rate_unnormalised``)
+    beside those as served, so the report shows what the normalisation is worth per kind.
     """
     y, p = check_arrays(y_true, probs)
     _check_records(records, y)
     pred = _decisions(p, thresholds)
+    raw = None if unnormalised is None else _decisions(check_arrays(y_true, unnormalised)[1], thresholds)
     index = {r.id: i for i, r in enumerate(records)}
     parents, variants, kinds = [], [], []
     for i, r in enumerate(records):
@@ -266,6 +273,7 @@ def robustness(records: Sequence[Record], y_true: Any, probs: Any, thresholds: M
 
     clean, perturbed = side(pi), side(vi)
     flips = pred[vi] != pred[pi]
+    raw_flips = None if raw is None else raw[vi] != pred[pi]
     by_kind: dict[str, dict[str, Any]] = {}
     grouped: dict[str, list[int]] = defaultdict(list)
     for k, kind in enumerate(kinds):
@@ -273,11 +281,13 @@ def robustness(records: Sequence[Record], y_true: Any, probs: Any, thresholds: M
     for kind in sorted(grouped):
         rows = grouped[kind]
         by_kind[kind] = {"n": len(rows), "flip_rate": _f(flips[rows].mean())}
+        if raw_flips is not None:
+            by_kind[kind]["flip_rate_unnormalised"] = _f(raw_flips[rows].mean())
     drop = {
         key: (None if clean[key] is None or perturbed[key] is None else _f(clean[key] - perturbed[key]))
         for key in ("macro_f1", "exact_match")
     }
-    return {
+    out = {
         "n_pairs": len(parents),
         "categories": [LABELS[j] for j in cols],
         "clean": clean,
@@ -286,6 +296,11 @@ def robustness(records: Sequence[Record], y_true: Any, probs: Any, thresholds: M
         "flip_rate": _f(flips.mean()),
         "by_kind": by_kind,
     }
+    if raw is not None:
+        out["perturbed_unnormalised"] = {"macro_f1": _macro_f1_over(y[vi], raw[vi], cols),
+                                         "exact_match": _f(accuracy_score(y[vi], raw[vi]))}
+        out["flip_rate_unnormalised"] = _f(raw_flips.mean())
+    return out
 
 
 def cooccurrence(y_true: Any, probs: Any, thresholds: Mapping[str, float]) -> dict:

@@ -175,6 +175,23 @@ def test_robustness_counts_a_flip():
     assert out["categories"] == [a, b]
 
 
+def test_robustness_shows_each_kind_before_and_after_normalisation():
+    a = LABELS[0]
+    records = [_rec("p1", [a]), _rec("p2", [a]),
+               _rec("v1", [a], source="perturbation", parent_id="p1", perturbation="homoglyph"),
+               _rec("v2", [a], source="perturbation", parent_id="p2", perturbation="typo")]
+    y = np.array([r.label_vector() for r in records])
+    served = y * 0.9 + 0.05                  # as served: both variants caught
+    before = served.copy()
+    before[2, 0] = 0.1                       # without normalisation the homoglyph variant evades
+    out = robustness(records, y, served, {c: 0.5 for c in LABELS}, unnormalised=before)
+    assert out["by_kind"]["homoglyph"]["flip_rate"] == 0.0
+    assert out["by_kind"]["homoglyph"]["flip_rate_unnormalised"] == pytest.approx(1 / K)
+    assert out["by_kind"]["typo"]["flip_rate_unnormalised"] == 0.0
+    assert out["perturbed"]["exact_match"] == 1.0 and out["perturbed_unnormalised"]["exact_match"] == 0.5
+    assert "flip_rate_unnormalised" not in robustness(records, y, served, {c: 0.5 for c in LABELS})
+
+
 def test_robustness_without_pairs():
     records = [_rec("x", [LABELS[0]])]
     y = np.array([records[0].label_vector()])
