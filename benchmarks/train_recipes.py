@@ -99,7 +99,7 @@ def measure(name: str, overrides: dict, splits: Path, max_train: int | None) -> 
     generated = [i for i, r in enumerate(test) if not is_real(r)]
     gen = category_metrics(label_matrix(test)[generated], pt[generated], thresholds)
     real_report = real_text_metrics(real, label_matrix(real), pr, thresholds, ev.real_min_support)
-    judged = [v.supported for v in identify(case_texts, supported=model.config.languages)]
+    judged = [v.judged for v in identify(case_texts, supported=model.config.languages)]
     behaviour = suite.score(cases, pb, thresholds, judged)
     verdict = quality_gate(gen, None, ev, None, real=real_report, behaviour=behaviour)
     failing = [c.name for c in verdict.checks if not c.passed and c.tier != "release"]

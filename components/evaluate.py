@@ -148,7 +148,7 @@ def evaluate(onnx_dir: Path, val_path: Path, test_path: Path, params: EvaluatePa
     cases = suite.expand(suite.load_suite())
     case_texts = [OnnxClassifier.with_context(c.text) for c in cases]
     pb = model.predict_proba(case_texts, params.batch_size)
-    judged = [v.supported for v in model.languages(case_texts)]
+    judged = [v.judged for v in model.languages(case_texts)]
     behaviour_report = {**suite.score(cases, pb, thresholds, judged), "floor": params.behaviour_floor}
     verdict = quality_gate(best["generated"], best["parity"], params, champion,
                            real=real_report, behaviour=behaviour_report)

@@ -93,11 +93,14 @@ class ClassifierAgent:
 
     def decide(self, text: str, content_type: str) -> tuple[list[str], str, float, str]:
         from components.core.taxonomy import LABELS as CATEGORIES, ContextPrefix
+        from components.text.language import NO_CONTENT
 
         prefixed = self.model.with_context(text, ContextPrefix("GENERAL", _SURFACE[content_type]))
         probs = self.model.predict_proba([prefixed])
         verdict = self.model.languages([prefixed])[0]
-        if not verdict.supported:  # its scores would be noise: a person who reads the language decides
+        if verdict.language == NO_CONTENT:
+            return ["clean"], "approve", round(self.coverage, 4), "no words to judge (emoji or punctuation only)"
+        if not verdict.judged:  # its scores would be noise: a person who reads the language decides
             return (["clean"], "request_review", 0.0,
                     f"language {verdict.language!r} is not one the classifier is trained on "
                     f"({', '.join(self.model.config.languages)}): not judged")

@@ -145,11 +145,11 @@ class OnnxClassifier:
     def flags(self, probs: np.ndarray, verdicts: Sequence[LanguageVerdict] | None = None) -> list[list[Flag]]:
         """The categories over their tuned threshold, most severe first, for each row of probabilities.
 
-        With ``verdicts`` (:meth:`languages`, one per row), a text in a language the model does not
-        support gets no flags: its scores are not a judgment of what it says."""
+        With ``verdicts`` (:meth:`languages`, one per row), a text the model does not judge (another
+        language, or no linguistic content) gets no flags: its scores say nothing about what it says."""
         result = []
         for r, (row, flagged) in enumerate(zip(probs, flag_matrix(probs, self.thresholds))):
-            if verdicts is not None and not verdicts[r].supported:
+            if verdicts is not None and not verdicts[r].judged:
                 result.append([])
                 continue
             hits = [Flag(name, float(row[i]), float(self.thresholds[i]), category(name).severity)

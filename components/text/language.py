@@ -7,6 +7,10 @@ from its scores: it is a case for a person who reads the language (a known limit
 result). Identification is by lingua (``lingua-language-detector``, n-gram models shipped in the
 package, no network), over :data:`DETECTED` languages, the most used on the web.
 
+A text with fewer than two letters or digits once normalised (emoji, punctuation or format
+characters only, a lone letter) has no linguistic content (``zxx``): there is nothing to judge,
+and it never flags.
+
 The rule is conservative, because short English slang (``ur a loser lmao``) looks like many
 languages: a text is called another language only when it holds at least ``min_letters`` letters
 and lingua's confidence in that language is at least ``min_confidence``; anything else is
@@ -27,16 +31,19 @@ DETECTED = ("ENGLISH", "SPANISH", "FRENCH", "GERMAN", "PORTUGUESE", "ITALIAN", "
 """The languages lingua chooses among (its ``Language`` names)."""
 
 UNDETERMINED = "und"  # ISO 639-2 code for "undetermined"
+NO_CONTENT = "zxx"    # ISO 639-2 code for "no linguistic content"
 
 
 @dataclass(frozen=True)
 class LanguageVerdict:
-    """``language``: ISO 639-1 code (``en``, ``es``, ...) or ``und``; ``confidence``: lingua's, in [0, 1];
-    ``supported``: whether the model judges the text (its language is one it was trained on, or undetermined)."""
+    """``language``: ISO 639-1 code (``en``, ``es``, ...), ``und`` (undetermined) or ``zxx`` (no linguistic
+    content); ``confidence``: lingua's, in [0, 1]; ``judged``: whether the model's scores count for the
+    text (a language it was trained on, or undetermined); a text in another language or with no
+    linguistic content is not judged and gets no flags."""
 
     language: str
     confidence: float
-    supported: bool
+    judged: bool
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +55,7 @@ def _detector():
 
 def identify(texts: Iterable[str], supported: Sequence[str] = ("en",), min_confidence: float = 0.8,
              min_letters: int = 12) -> list[LanguageVerdict]:
-    """One :class:`LanguageVerdict` per text (normalised first, context prefix and all).
+    """One :class:`LanguageVerdict` per text (normalised first, its context prefix set aside).
 
     ``supported``: ISO 639-1 codes the model was trained on. A text gets another language only
     with at least ``min_letters`` letters and lingua's confidence at least ``min_confidence``.
@@ -58,6 +65,9 @@ def identify(texts: Iterable[str], supported: Sequence[str] = ("en",), min_confi
     out = []
     for text in texts:
         _, raw = split_prefix(normalize_text(text))
+        if sum(ch.isalnum() for ch in raw) < 2:
+            out.append(LanguageVerdict(NO_CONTENT, 0.0, False))
+            continue
         if sum(ch.isalpha() for ch in raw) < min_letters:
             out.append(LanguageVerdict(UNDETERMINED, 0.0, True))
             continue

@@ -102,7 +102,7 @@ def predict(
         top = sorted(range(len(LABELS)), key=lambda j: -float(row[j]))[:3]
         results.append({
             "text": text, "input": inp,
-            "language": {"code": lang.language, "confidence": lang.confidence, "supported": lang.supported},
+            "language": {"code": lang.language, "confidence": lang.confidence, "judged": lang.judged},
             "flags": [{"category": f.category, "score": round(f.score, 6), "threshold": round(f.threshold, 6),
                        "severity": f.severity} for f in hits],
             "top": [{"category": LABELS[j], "score": round(float(row[j]), 6),
@@ -115,6 +115,8 @@ def predict(
         return
     from rich.markup import escape
 
+    from components.text.language import NO_CONTENT
+
     if not clf.tuned:
         err.print(f"note: {clf.folder} has no thresholds.json; flagging at 0.5 (run the evaluate step to tune)",
                   style="yellow", highlight=False)
@@ -124,7 +126,10 @@ def predict(
             console.print(f"   [red]{f['category']}[/]  score {f['score']:.3f} ≥ threshold {f['threshold']:.2f}"
                           f"  severity {f['severity']}", highlight=False)
         lang = r["language"]
-        if not lang["supported"]:
+        if lang["code"] == NO_CONTENT:
+            console.print("   [green]not judged[/]: no words to judge (emoji, punctuation or format characters only)",
+                          highlight=False)
+        elif not lang["judged"]:
             console.print(f"   [yellow]not judged[/]: the text reads as language {lang['code']!r} (confidence "
                           f"{lang['confidence']:.2f}); the model is trained on {', '.join(clf.config.languages)} only",
                           highlight=False)

@@ -97,7 +97,7 @@ def test_predict_marks_a_text_in_another_language_and_does_not_judge_it(tiny):
              "I know where you live and I am coming for you tomorrow."]
     result = runner.invoke(app, ["predict", *texts, "--json", "--model", str(tiny["release"])])
     assert result.exit_code == 0, result.output
-    langs = [(r["language"]["code"], r["language"]["supported"]) for r in json.loads(result.stdout)["results"]]
+    langs = [(r["language"]["code"], r["language"]["judged"]) for r in json.loads(result.stdout)["results"]]
     assert langs[:2] == [("zh", False), ("de", False)] and langs[2][1] is True
     assert all(r["flags"] == [] for r in json.loads(result.stdout)["results"][:2])
     shown = runner.invoke(app, ["predict", texts[0], "--model", str(tiny["release"])])

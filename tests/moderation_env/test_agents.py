@@ -125,6 +125,8 @@ def test_classifier_agent_asks_for_review_of_a_language_it_cannot_read(tiny_rele
     labels, action, confidence, why = agent.decide("Я знаю, где ты живёшь, и завтра я приду к тебе.", "text_post")
     assert (labels, action, confidence) == (["clean"], "request_review", 0.0)
     assert "'ru'" in why and "not judged" in why
+    labels, action, _, why = agent.decide("😂😂 !!! 👍", "text_post")
+    assert (labels, action) == (["clean"], "approve") and "no words" in why
 
 
 @pytest.mark.slow
