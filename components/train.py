@@ -10,6 +10,7 @@ states are computed once (the CPU's way to fine-tune in minutes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -138,6 +139,8 @@ def _fit(model: ModerationClassifier, groups: list[dict], batches: list[np.ndarr
     sched = get_linear_schedule_with_warmup(opt, int(steps * p.warmup_ratio), steps)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weights(ytr, p.pos_weight_cap).to(device))
     trainable = [q for g in groups for q in g["params"]]
+    # Mixed precision where a GPU exists (bf16 autocast: no loss scaling needed); fp32 on the CPU.
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
     best, best_state, stale = -1.0, None, 0
     for epoch in range(1, p.epochs + 1):
         model.train()
@@ -146,7 +149,9 @@ def _fit(model: ModerationClassifier, groups: list[dict], batches: list[np.ndarr
         total, seen = 0.0, 0
         for b in tqdm(order, desc=f"epoch {epoch}/{p.epochs}", unit="batch"):
             idx = batches[b]
-            loss = loss_fn(logits_of(b), torch.from_numpy(ytr[idx]).to(device))
+            with autocast():
+                logits = logits_of(b)
+            loss = loss_fn(logits.float(), torch.from_numpy(ytr[idx]).to(device))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -275,7 +280,7 @@ def train(params: TrainParams, train_path: Path, val_path: Path, out_dir: Path, 
     best = max(history, key=lambda h: h["val_macro_f1"])
     return {
         "profile": params.profile, "model": p.model, "mode": p.mode, "train_layers": p.train_layers,
-        "device": str(device),
+        "device": str(device), "mixed_precision": "bf16" if device.type == "cuda" and p.mode == "finetune" else None,
         "train_examples": len(train_texts), "val_examples": len(val_texts),
         "seconds": round(seconds, 1), "encode_seconds": round(encode_seconds, 1),
         "examples_per_second": round(examples / max(seconds, 1e-9), 1),
