@@ -19,6 +19,8 @@ TINY = {
     "ingest.caps": {k: 40 for k in ("davidson", "hatexplain", "tweeteval_hate", "tweeteval_offensive",
                                     "sms_spam", "cyberbullying", "sdcnl")},
     "ingest.roots": ["data/external/raw"], "merge.val_fraction": 0.15, "merge.test_fraction": 0.2,
+    # the frozen-encoder head trains in seconds: the flow tests judge the orchestration, not the recipe
+    "train.profiles.cpu.mode": "head", "train.profiles.cpu.head_hidden": 512,
     "train.profiles.cpu.head_epochs": 20, "train.profiles.cpu.max_length": 64,
 }
 
