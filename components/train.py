@@ -210,7 +210,8 @@ def _train_top_layers(model: ModerationClassifier, tokenizer, train_texts, ytr, 
                       history: list, device: torch.device) -> None:
     """Only the top ``p.train_layers`` layers and the head train. The frozen lower layers' token states
     of every training and validation batch are computed once (kept as fp16), so an epoch runs
-    ``train_layers`` of the encoder's layers instead of all of them (MiniLM: 2 of 6 is about 3x faster)."""
+    ``train_layers`` of the encoder's layers instead of all of them (MiniLM, 2 of 6 layers on 2 CPU cores:
+    95 examples/s, against 22 for a full fine-tune; README "Choosing the CPU training recipe")."""
     layers = model._layers()
     if not 0 < p.train_layers < len(layers):
         raise ContractError(f"train_layers {p.train_layers}: the encoder has {len(layers)} layers; use 1..{len(layers) - 1}, "

@@ -96,7 +96,6 @@ class ClassifierAgent:
         from components.text.language import NO_CONTENT
 
         prefixed = self.model.with_context(text, ContextPrefix("GENERAL", _SURFACE[content_type]))
-        probs = self.model.predict_proba([prefixed])
         verdict = self.model.languages([prefixed])[0]
         if verdict.language == NO_CONTENT:
             return ["clean"], "approve", round(self.coverage, 4), "no words to judge (emoji or punctuation only)"
@@ -104,6 +103,7 @@ class ClassifierAgent:
             return (["clean"], "request_review", 0.0,
                     f"language {verdict.language!r} is not one the classifier is trained on "
                     f"({', '.join(self.model.config.languages)}): not judged")
+        probs = self.model.predict_proba([prefixed])
         flags = [f for f in self.model.flags(probs)[0] if self.category_map.get(f.category)]
         if not flags:
             mapped = [float(probs[0][i]) for i, c in enumerate(CATEGORIES) if self.category_map.get(c)]

@@ -61,9 +61,8 @@ def max_over_windows(window_probs: np.ndarray, owners: np.ndarray, n_texts: int)
     ``window_probs``: ``[n_windows, 18]`` scores in [0, 1]; ``owners``: the text index of each window
     (``TextWindows.expand``); returns ``[n_texts, 18]`` in the scores' dtype.
     """
-    out = np.zeros((n_texts, window_probs.shape[1] if window_probs.ndim == 2 else len(LABELS)), dtype=window_probs.dtype)
-    if len(owners):
-        np.maximum.at(out, owners, window_probs)
+    out = np.zeros((n_texts, window_probs.shape[1]), dtype=window_probs.dtype)
+    np.maximum.at(out, owners, window_probs)
     return out
 
 

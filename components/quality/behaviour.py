@@ -27,8 +27,8 @@ import numpy as np
 from components.core.taxonomy import LABELS
 from components.core.yaml_doc import YamlFileError, read_yaml
 from components.generate_perturbations import perturb_text, stable_seed
-from components.text.normalize import normalize_text
 from components.model.scoring import flags
+from components.text.normalize import normalize_text
 
 SUITE_RESOURCE = "resources/behaviour/suite.yaml"
 TRANSFORMS: tuple[str, ...] = ("leetspeak", "homoglyph", "fullwidth", "zero_width", "spacing")

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from components.core.taxonomy import split_prefix
 from components.text.normalize import normalize_text
 
 DETECTED = ("ENGLISH", "SPANISH", "FRENCH", "GERMAN", "PORTUGUESE", "ITALIAN", "DUTCH", "RUSSIAN", "UKRAINIAN",
@@ -60,8 +61,6 @@ def identify(texts: Iterable[str], supported: Sequence[str] = ("en",), min_confi
     ``supported``: ISO 639-1 codes the model was trained on. A text gets another language only
     with at least ``min_letters`` letters and lingua's confidence at least ``min_confidence``.
     """
-    from components.core.taxonomy import split_prefix
-
     out = []
     for text in texts:
         _, raw = split_prefix(normalize_text(text))
