@@ -22,6 +22,7 @@ from components.core import contract
 from components.core.contract import ContractError, Record
 from components.core.params import PERTURBATION_KINDS, PerturbParams
 from components.core.taxonomy import split_prefix
+from components.text.normalize import LEET, SPACERS
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ _MIN_LETTERS = 3
 
 BASE_KINDS: tuple[str, ...] = tuple(k for k in PERTURBATION_KINDS if k != "combo")
 
-LEET: dict[str, tuple[str, ...]] = {
-    "a": ("4", "@"), "e": ("3",), "i": ("1", "!"), "o": ("0",), "s": ("5", "$"), "t": ("7",),
-    "l": ("1",), "g": ("9",), "b": ("8",), "z": ("2",),
-}
 
 # Latin letter -> visually identical Cyrillic/Greek code points. NFKC leaves these alone,
 # which is exactly why they dodge naive normalisation.
@@ -52,7 +49,6 @@ HOMOGLYPHS: dict[str, tuple[str, ...]] = {
 }
 
 ZERO_WIDTH: tuple[str, ...] = ("\u200b", "\u200c", "\u200d", "\u2060")
-SPACERS: tuple[str, ...] = (" ", ".", "-", "_")
 EMOJI: tuple[str, ...] = (
     "\U0001f52a", "\U0001f480", "\U0001f52b", "\U0001f4a3", "\U0001f595", "\U0001f621",
     "\U0001f92c", "\U0001f48a", "\U0001f351", "\U0001f346", "\U0001f525", "\U0001f4af",

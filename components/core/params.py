@@ -1,7 +1,5 @@
-"""Typed, validated view of ``params.yaml``: one model per stage, named after the stage.
-
-Validated once, where it enters: a typo or a bad value fails with the key and the fix,
-instead of surfacing as a KeyError deep inside a step.
+"""Typed, validated view of ``params.yaml``: one model per stage, named after the stage. Validated
+once, where it enters: a typo or a bad value fails with the key and the fix, not as a KeyError later.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ class StyleParams(_Strict):
     """Probabilities of the register and length variations the offline generator applies."""
 
     lead_in: float = Field(0.15, ge=0, le=1)
+    long_lead_in: float = Field(0.06, ge=0, le=1)  # 5-9 harmless sentences first: a violation at the end still counts
     tail: float = Field(0.15, ge=0, le=1)
     lowercase: float = Field(0.25, ge=0, le=1)
     textspeak: float = Field(0.12, ge=0, le=1)

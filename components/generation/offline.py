@@ -221,6 +221,8 @@ def stylize(text: str, rng: random.Random, style: StyleParams, neutral: Renderer
     text = _tidy(text)
     if rng.random() < style.lead_in:
         text = f"{_tidy(neutral.expand('{neutral_sentence}'))} {text}"
+    if rng.random() < style.long_lead_in:
+        text = " ".join([_tidy(neutral.expand("{neutral_sentence}")) for _ in range(rng.randint(5, 9))] + [text])
     if rng.random() < style.tail:
         text = f"{text} {_tidy(neutral.expand('{neutral_sentence}'))}"
     if rng.random() < style.textspeak:

@@ -10,7 +10,7 @@ import pytest
 from components.generate_perturbations import HOMOGLYPHS, ZERO_WIDTH
 from components.quality.behaviour import tokens
 from components.text.dedup import normalize as dedup_key
-from components.text.normalize import normalize_text, strip_format
+from components.text.normalize import LEET, SPACERS, normalize_text, strip_format
 
 PLAIN = "I am going to kill you tomorrow"
 
@@ -58,7 +58,7 @@ def test_a_word_made_only_of_look_alikes_folds():
 
 
 def test_whitespace_of_every_kind_collapses():
-    assert normalize_text(" a\t\tb\n\nc\u00a0d\u2003e\u3000f ") == "a b c d e f"
+    assert normalize_text(" ab\t\tcd\n\nef\u00a0gh\u2003ij\u3000kl ") == "ab cd ef gh ij kl"
 
 
 @pytest.mark.parametrize("text", ["\u200b\u200b", "\ufeff \u2060", "   ", ""])
@@ -82,3 +82,52 @@ def test_comparison_keys_are_built_on_the_same_normalisation():
     evasive = "k\u200b\u0456ll " + _fullwidth("you")
     assert dedup_key(evasive) == dedup_key("kill you")
     assert tokens(evasive) == tokens("kill you") == ["kill", "you"]
+
+
+# --- spaced-out words and leetspeak ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spacer", [s for s in SPACERS if s != " "])
+def test_every_spacer_between_letters_is_joined(spacer):
+    assert normalize_text(f"I will {spacer.join('kill')} {spacer.join('you')} now") == "I will kill you now"
+
+
+def test_a_run_spaced_with_blanks_is_joined_and_split_into_words_again():
+    assert normalize_text("Marcus, I am g o i n g to k i l l y o u tonight") == "Marcus, I am going to kill you tonight"
+
+
+def test_runs_spaced_different_ways_stay_apart():
+    assert (normalize_text("c u t y o u r t.h.r.o.a.t s_h_o_w y-o-u-r f a c e.")
+            == "cut your throat show your face.")
+
+
+@pytest.mark.parametrize("text", ["r u a bot", "1 2 3 4", "e.g. this", "i.e. that", "5-5-5", "x + y = z"])
+def test_short_blank_runs_digits_and_abbreviations_are_not_spacing(text):
+    assert normalize_text(text) == text
+
+
+@pytest.mark.parametrize("letter,subs", sorted(LEET.items()))
+def test_every_leet_substitution_is_read_back(letter, subs):
+    words = {"a": "attack", "e": "never", "i": "kill", "o": "shoot", "s": "stab", "t": "throat", "l": "kill",
+             "g": "going", "b": "bloody", "z": "crazy"}
+    word = words[letter]
+    for sub in subs:
+        assert normalize_text(f"I will {word.replace(letter, sub)} you") == f"I will {word} you"
+
+
+def test_heavy_leetspeak_sentences_read_back():
+    assert normalize_text("8r3ak y0ur j4w, Marcu$, 7h3 m0m3n7 y0u 5h0w up") == "break your jaw, marcus, the moment you show up"
+
+
+@pytest.mark.parametrize("text", [
+    "meet at 4pm on the 2nd", "1st 3rd 4th 11th 22nd 90s 10am", "100K views, 3.70MB file", "$30 or C$7,500 or $1.5m",
+    "mp3 mp4 covid19 h2o b2b y2k ps5", "@user @home said hi!", "#MS13 and #1Love", "mail bob@mail.com or me@k1ll.io",
+    "see https://x.co/k1ll or www.b4d.com or d1m.in/qrsd61", "Call 555-212-8899 now!", "wow!! hello!"])
+def test_numbers_amounts_names_addresses_and_exclamations_are_not_leetspeak(text):
+    assert normalize_text(text) == text
+
+
+def test_decoding_is_idempotent():
+    for text in ["8r3ak y0ur j4w", "k i l l y o u", "k.i.l.l", "$7ab", "h3ll0 fr13nd"]:
+        once = normalize_text(text)
+        assert normalize_text(once) == once
