@@ -4,7 +4,7 @@ from components.core.contract import read_records
 from components.generate_negatives import generate_negatives
 from components.generate_positives import generate_positives
 from components.generation import overlap_plan
-from components.generation.offline import Renderer, load_lexicon
+from components.generation.offline import Renderer, common_slots, load_lexicon
 from components.generation.specs import load_spec
 from components.core.params import GenerateParams
 from components.core.taxonomy import AUDIENCES, LABELS, SURFACES
@@ -88,3 +88,23 @@ def test_default_volume_corpus_is_diverse(tmp_path):
         assert d["exact_duplicate_rate"] <= 0.02, (name, d)
         assert d["near_duplicate_rate"] <= 0.10, (name, d)
         assert d["distinct_2"] >= 0.20, (name, d)  # bigrams repeat < 5x on average
+
+
+def test_long_lead_in_puts_the_violation_after_a_long_harmless_passage(tmp_path):
+    from components.core.params import StyleParams
+    from components.core.taxonomy import split_prefix
+
+    plain = StyleParams(lead_in=0, long_lead_in=0, tail=0, textspeak=0, lowercase=0, drop_final_punct=0, emoji=0, shout=0)
+    generate_positives(small(style=plain), tmp_path / "short", categories=["threats"])
+    generate_positives(small(style=plain.model_copy(update={"long_lead_in": 1.0})), tmp_path / "long", categories=["threats"])
+    short = read_records(tmp_path / "short" / "threats.jsonl").records
+    long = read_records(tmp_path / "long" / "threats.jsonl").records
+    neutral = common_slots()["neutral_sentence"]
+    assert [r.labels for r in long] == [r.labels for r in short]
+    assert not any(n in r.text for r in short for n in neutral)
+    for r in long:
+        text = split_prefix(r.text)[1]
+        lead = [n for n in neutral if text.startswith(n)]
+        assert lead, f"no harmless passage first: {text[:80]}"
+        assert not any(text.endswith(n) for n in neutral)  # the violation closes the text
+    assert all(sum(n in r.text for n in neutral) >= 3 for r in long)
