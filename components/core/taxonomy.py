@@ -104,3 +104,12 @@ def split_prefix(text: str) -> tuple[ContextPrefix | None, str]:
     if not m:
         return None, text
     return ContextPrefix(m.group(1), m.group(2)), text[m.end():]
+
+
+def place(text: str, context: ContextPrefix | None = None) -> tuple[str, ContextPrefix]:
+    """``text`` as the model reads it, with its context prefix, and that context: ``context`` when
+    given, else the text's own ``[AUDIENCE][SURFACE]`` prefix, else GENERAL/GENERAL. Raises
+    ValueError for a prefix naming an unknown audience or surface (see :func:`split_prefix`)."""
+    own, raw = split_prefix(text)
+    chosen = context or own or ContextPrefix()
+    return f"{chosen.render()} {raw}", chosen

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from components.core.taxonomy import LABELS, ContextPrefix, category, split_prefix
+from components.core.taxonomy import LABELS, ContextPrefix, category, place
 from components.model.folder import (
     MANIFEST_NAME,
     THRESHOLDS_NAME,
@@ -133,9 +133,8 @@ class OnnxClassifier:
 
     @staticmethod
     def with_context(text: str, context: ContextPrefix | None = None) -> str:
-        """A text as the model saw it in training: with a context prefix (GENERAL/GENERAL by default)."""
-        prefix, raw = split_prefix(text)
-        return (context or prefix or ContextPrefix()).apply(raw)
+        """A text as the model saw it in training: with a context prefix (:func:`components.core.taxonomy.place`)."""
+        return place(text, context)[0]
 
     def languages(self, texts: Sequence[str]) -> list[LanguageVerdict]:
         """Each text's language verdict (:func:`components.text.language.identify`) against the

@@ -76,13 +76,13 @@ def predict(
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (all 18 scores per text).")] = False,
 ) -> None:
     """Score texts with an exported model: flagged categories, most severe first, with scores and thresholds."""
-    from components.core.taxonomy import LABELS
+    from components.core.taxonomy import LABELS, place
     from components.core.validity import is_visible
+    from components.serving.moderate import moderate
     from flows.cli.app import argument_problem, shown
 
     root = setup()
     ctx = _parse_context(context)
-    inputs = []
     for i, text in enumerate(texts, start=1):
         if problem := argument_problem(text):  # argv is checked too; this guards a direct call
             raise fail(f"text {i} {shown(text)} {problem}")
@@ -90,25 +90,16 @@ def predict(
             raise fail(f"text {i} {shown(text)} is empty: it has no visible character (only spaces, zero-width "
                        "or format characters); pass the text to score")
         try:
-            inputs.append(_with_context(text, ctx))
+            place(text, ctx)
         except ValueError as exc:
             raise fail(f"text {i}: {exc}") from None
     clf = load_model(_release_folder(root, model))
-    probs = clf.predict_proba(inputs)
-    verdicts = clf.languages(inputs)
-    flags = clf.flags(probs, verdicts)
     results = []
-    for text, inp, row, hits, lang in zip(texts, inputs, probs, flags, verdicts):
-        top = sorted(range(len(LABELS)), key=lambda j: -float(row[j]))[:3]
-        results.append({
-            "text": text, "input": inp,
-            "language": {"code": lang.language, "confidence": lang.confidence, "judged": lang.judged},
-            "flags": [{"category": f.category, "score": round(f.score, 6), "threshold": round(f.threshold, 6),
-                       "severity": f.severity} for f in hits],
-            "top": [{"category": LABELS[j], "score": round(float(row[j]), 6),
-                     "threshold": round(float(clf.thresholds[j]), 6)} for j in top],
-            "scores": {name: round(float(row[j]), 6) for j, name in enumerate(LABELS)},
-        })
+    for r in moderate(clf, texts, ctx):
+        top = sorted(LABELS, key=lambda name: -r.scores[name])[:3]
+        results.append({"input": r.input, **r.to_dict(),
+                        "top": [{"category": name, "score": round(r.scores[name], 6),
+                                 "threshold": round(float(clf.thresholds[LABELS.index(name)]), 6)} for name in top]})
     if json_out:
         console.print_json(json.dumps({"model": str(clf.folder), "variant": clf.variant, "tuned_thresholds": clf.tuned,
                                        "results": results}))
@@ -121,7 +112,7 @@ def predict(
         err.print(f"note: {clf.folder} has no thresholds.json; flagging at 0.5 (run the evaluate step to tune)",
                   style="yellow", highlight=False)
     for i, r in enumerate(results, start=1):
-        console.print(f"[bold]{i}.[/] {escape(r['input'])}", highlight=False)
+        console.print(f"[bold]{i}.[/] {escape(r['input'])}  [dim]→[/] [bold]{r['action']}[/]", highlight=False)
         for f in r["flags"]:
             console.print(f"   [red]{f['category']}[/]  score {f['score']:.3f} ≥ threshold {f['threshold']:.2f}"
                           f"  severity {f['severity']}", highlight=False)
@@ -136,12 +127,6 @@ def predict(
         elif not r["flags"]:
             top = ", ".join(f"{t['category']} {t['score']:.3f} (threshold {t['threshold']:.2f})" for t in r["top"])
             console.print(f"   [green]no flags[/]  top scores: {top}", highlight=False)
-
-
-def _with_context(text: str, ctx) -> str:
-    from components.model.onnx_runtime import OnnxClassifier
-
-    return OnnxClassifier.with_context(text, ctx)
 
 
 @app.command()
@@ -159,6 +144,7 @@ def showcase(
     from components.core.contract import ContractError, atomic_write, read_records
     from components.quality.metrics import category_metrics
     from components.quality.showcase import render_markdown, select_examples
+    from components.serving.moderate import moderate, score_matrix
     from components.core.taxonomy import LABELS
     from components.model.scoring import label_matrix
 
@@ -180,7 +166,7 @@ def showcase(
     console.print(f"scoring {len(records):,} examples from {test} with {clf.folder} ({clf.variant})", style="dim",
                   highlight=False)
     # evaluate's batch size: dynamic INT8 quantizes activations per batch, so batching moves scores slightly
-    probs = clf.predict_proba([r.text for r in records], batch_size=params.evaluate.batch_size)
+    probs = score_matrix(moderate(clf, [r.text for r in records], batch_size=params.evaluate.batch_size))
     thresholds = {name: float(clf.thresholds[j]) for j, name in enumerate(LABELS)}
     with quiet_components():
         metrics = category_metrics(label_matrix(records), probs, thresholds)

@@ -13,6 +13,7 @@ from components.generate_negatives import generate_negatives
 from components.generate_positives import generate_positives
 from components.merge import Source, jsonl_files, merge
 from components.model.onnx_runtime import OnnxClassifier
+from components.serving.moderate import moderate
 from components.core.params import EvaluateParams, ExportParams, GenerateParams, MergeParams, ProfileParams, TrainParams
 from components.core.taxonomy import AUDIENCES, LABELS, SURFACES, category, split_prefix
 from components.train import train
@@ -46,20 +47,25 @@ def tiny(tmp_path_factory):
 
 
 def _flagged_and_clean(release: Path, splits: Path):
-    """A (raw text, context) the model flags, with its flags, and one it flags nothing on (or None)."""
+    """A (raw text, context) the model flags, with its flags, and one it flags nothing on (or None).
+
+    Each candidate is scored alone through ``moderate`` as ``predict`` scores it: an INT8 model's
+    scores move with the batch a text is scored in (activations are quantized per batch)."""
     model = OnnxClassifier(release)
     records = read_records(splits / "train.jsonl").records + read_records(splits / "test.jsonl").records
-    flags = model.flags(model.predict_proba([r.text for r in records]))
+    batch_flags = model.flags(model.predict_proba([r.text for r in records]))
     flagged = clean = None
-    for r, f in zip(records, flags):
+    for r, f in zip(records, batch_flags):
         prefix, raw = split_prefix(r.text)
-        if raw.strip() != raw or "\n" in raw:
+        if raw.strip() != raw or "\n" in raw or (flagged is not None and clean is not None):
             continue
-        item = (raw, f"{prefix.audience}/{prefix.surface}", f)
-        if f and flagged is None:
-            flagged = item
-        if not f and clean is None:
-            clean = item
+        if (flagged is None and f) or (clean is None and not f):
+            alone = moderate(model, [raw], prefix)[0].flags
+            item = (raw, f"{prefix.audience}/{prefix.surface}", alone)
+            if alone and flagged is None:
+                flagged = item
+            if not alone and clean is None:
+                clean = item
     return flagged, clean
 
 
