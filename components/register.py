@@ -4,8 +4,9 @@ Reads what the earlier steps wrote (the evaluate report, the train and export st
 training curve, the release folder) and:
 
 1. logs one MLflow run with every param, the figures, the tags (lineage, data and code version,
-   profile, gate) and the artifacts (:func:`components.tracking.log_pipeline_run`);
-2. registers a version of the model, aliased ``candidate``;
+   profile, gate), the data splits as datasets, the artifacts and the release folder as an MLflow
+   pyfunc model (:func:`components.tracking.log_pipeline_run`);
+2. registers a version of that model, aliased ``candidate``;
 3. applies the quality gate's verdict that the evaluate step recorded in ``reports/metrics.json``
    (:func:`components.tracking.apply_gate`): a passed verdict moves ``champion``, unless the
    champion was moved since evaluation (then the version stays candidate and the reason says to
@@ -29,6 +30,9 @@ from components.tracking.lineage import load_lineage
 from components.core.params import Params
 
 log = logging.getLogger(__name__)
+
+# The merge step's splits (<params.paths.splits>/<name>.jsonl) and how the run used each.
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "test", "real_test": "test"}
 
 
 def _read_json(path: Path) -> Any:
@@ -68,17 +72,21 @@ def register(
     release_dir: Path,
     dvc_lock: Path,
     code_root: Path,
+    splits_dir: Path | None = None,
     artifact_location: str | None = None,
     retry: tracking.RetryPolicy | None = None,
 ) -> dict:
     """Record and register the model the pipeline just released and apply the gate's recorded verdict.
 
     Reads ``reports_dir`` (metrics.json, train.json, export.json, train_history.json,
-    benchmark_env.json) and ``release_dir``; returns the outcome written to
-    ``reports/registry.json``: run id, version, lineage, ``gate_passed`` (the recorded verdict),
-    ``promoted``, ``reasons``, ``champion``. Raises FileNotFoundError when evaluate has not run,
-    TrackingError when the store is unavailable.
+    benchmark_env.json), ``release_dir`` and the splits in ``splits_dir`` (default
+    ``<code_root>/<params.paths.splits>``; those present are logged as datasets); returns the
+    outcome written to ``reports/registry.json``: run id, version, lineage, ``gate_passed`` (the
+    recorded verdict), ``promoted``, ``reasons``, ``champion``. Raises FileNotFoundError when
+    evaluate has not run, TrackingError when the store is unavailable.
     """
+    from components.serving.mlflow_model import log_release_model
+
     t0 = time.perf_counter()
     report = _read_json(reports_dir / "metrics.json")
     if report is None:
@@ -118,6 +126,9 @@ def register(
     artifacts = [reports_dir / name for name in ("metrics.json", "train.json", "export.json", "train_history.json",
                                                  "benchmark_env.json")]
     artifacts += [reports_dir / "plots", release_dir / "thresholds.json", release_dir / "manifest.json"]
+    splits_dir = Path(splits_dir) if splits_dir is not None else Path(code_root) / params.paths.splits
+    datasets = {name: (splits_dir / f"{name}.jsonl", context) for name, context in SPLIT_CONTEXTS.items()
+                if (splits_dir / f"{name}.jsonl").exists()}
     run_id = tracking.log_pipeline_run(
         tracking_uri,
         track.experiment,
@@ -129,6 +140,8 @@ def register(
         tags=tags,
         artifacts=[a for a in artifacts if a.exists()],
         model_dir=release_dir if track.log_model else None,
+        model_logger=log_release_model,
+        datasets=datasets,
         extra_metrics=extra,
         artifact_location=artifact_location,
         retry=retry,

@@ -1,7 +1,8 @@
 """The model registry: versions, the ``candidate`` and ``champion`` aliases, and who moved them.
 
-- :func:`register_version` adds a version of the registered model (source ``runs:/<id>/model``)
-  and points the ``candidate`` alias at it.
+- :func:`register_version` adds a version of the registered model (source ``models:/<model id>``,
+  the run's MLflow pyfunc model, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` loads
+  it) and points the ``candidate`` alias at it.
 - :func:`apply_gate` applies the quality gate's verdict recorded by the evaluate step
   (``reports/metrics.json``: ``gate``); it decides nothing itself. A passed verdict judged against
   the champion the registry still has moves ``champion``; anything else leaves the version a
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.tracking.runs import MODEL_ID_TAG, MODEL_NAME, global_tracking_uri
 from components.tracking.store import (
     CANDIDATE,
     CHAMPION,
@@ -62,7 +64,12 @@ def _ensure_registered_model(store: Store, name: str) -> None:
 def register_version(
     tracking_uri: str, run_id: str, model_name: str = DEFAULT_MODEL_NAME, *, retry: RetryPolicy | None = None
 ) -> str:
-    """A new version of ``model_name`` from the run's ``model/`` artifacts, aliased ``candidate``."""
+    """A new version of ``model_name`` from the run's logged model, aliased ``candidate``.
+
+    The source is ``models:/<id>`` of the run's ``model.id`` tag (the pyfunc model
+    :func:`~components.tracking.runs.log_pipeline_run` logged); a run that logged no model
+    (``track.log_model: false``) gets ``runs:/<id>/model``, which loads nothing.
+    """
     store = Store(tracking_uri, retry)
     run = store.get_run(run_id)
     _ensure_registered_model(store, model_name)
@@ -73,7 +80,14 @@ def register_version(
                 "code.version", "profile", "served_variant"):
         if run.data.tags.get(key):
             tags[key] = run.data.tags[key]
-    mv = store.create_model_version(model_name, f"runs:/{run_id}/model", run_id=run_id, tags=tags)
+    model_id = run.data.tags.get(MODEL_ID_TAG)
+    if model_id:
+        # MLflow's SQL registry looks the logged model up through the global tracking URI.
+        with global_tracking_uri(store.uri):
+            mv = store.create_model_version(model_name, f"models:/{model_id}", run_id=run_id, tags=tags,
+                                            model_id=model_id)
+    else:
+        mv = store.create_model_version(model_name, f"runs:/{run_id}/{MODEL_NAME}", run_id=run_id, tags=tags)
     store.set_registered_model_alias(model_name, CANDIDATE, mv.version)
     log.info("registered %s version %s (alias %s)", model_name, mv.version, CANDIDATE)
     return str(mv.version)

@@ -1,10 +1,13 @@
-"""One MLflow run per pipeline run: flattened params, the evaluate report's figures, tags and artifacts.
+"""One MLflow run per pipeline run: flattened params, the report's figures, tags, datasets and the model.
 
 :func:`log_pipeline_run` records a pipeline run: flattened params, per-category test figures,
 macro/micro figures, the gate verdict, variant sizes and speeds, the training curve as metric
-steps, tags (lineage, data and code version, profile, gate) and artifacts (the model folder
-under ``model/``). Nothing here deletes or rewrites the pipeline's outputs, so a tracking
-failure leaves them on disk.
+steps, tags (lineage, data and code version, profile, gate), the data splits as MLflow datasets
+(:func:`split_dataset`), artifacts, and the release folder as the run's MLflow model, logged by
+the function the caller passes (the register step passes
+``components.serving.mlflow_model.log_release_model``, a pyfunc model: tracking imports no serving
+code). Nothing here deletes or rewrites the pipeline's outputs, so a tracking failure leaves them
+on disk.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from components.core.taxonomy import LABELS
 from components.tracking.store import (
     MAX_PARAM_VALUE,
     RetryPolicy,
@@ -36,6 +41,13 @@ log = logging.getLogger(__name__)
 
 _BATCH_PARAMS_TAGS = 100
 _BATCH_METRICS = 500
+# The MLflow UI (3.x) opens an experiment without this tag on its GenAI overview; with it, on its runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+MODEL_NAME = "model"  # the logged model's name in its run
+MODEL_ID_TAG = "model.id"  # the run's logged model (models:/<id>), what register_version registers
+# (folder, name) -> mlflow.models.model.ModelInfo: logs the folder as a model in the active run.
+ModelLogger = Callable[[Path, str], Any]
 
 
 def _param_value(value: Any, max_len: int) -> str:
@@ -123,6 +135,8 @@ def _common_dir(git: Path) -> Path:
 
 
 def _experiment_id(store: Store, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, created if need be as a model-training experiment (:data:`EXPERIMENT_KIND`);
+    an existing one without a kind gets it, one whose kind someone chose keeps it."""
     from mlflow.exceptions import MlflowException
 
     exp = store.get_experiment_by_name(name)
@@ -132,9 +146,12 @@ def _experiment_id(store: Store, name: str, artifact_location: str | None = None
                 f"experiment {name!r} in {redact_uri(store.uri)} is deleted; restore it "
                 f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or use another name"
             )
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+            store.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return store.create_experiment(name, artifact_location=artifact_location)
+        return store.create_experiment(name, artifact_location=artifact_location,
+                                       tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException as exc:
         if _error_code(exc) == "RESOURCE_ALREADY_EXISTS":  # created by a concurrent run
             return store.get_experiment_by_name(name).experiment_id
@@ -149,6 +166,74 @@ def _log_batches(store: Store, run_id: str, metrics=(), params=(), tags=()) -> N
         store.log_batch(run_id, tags=tags[i : i + _BATCH_PARAMS_TAGS])
     for i in range(0, len(metrics), _BATCH_METRICS):
         store.log_batch(run_id, metrics=metrics[i : i + _BATCH_METRICS])
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent calls (``log_model``, ``start_run``) and its SQL registry's lookup of a logged
+    model read the process-wide tracking URI, not a client's: point it at ``uri`` meanwhile."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets and the model
+
+
+def split_dataset(name: str, path: str | os.PathLike):
+    """A JSONL split as an MLflow dataset (``mlflow.entities.Dataset``), read once and never loaded:
+    ``digest`` its md5, which is the hash DVC 3 records for the file (the ``md5`` of each file in
+    the merge stage's ``data/splits`` listing); ``source`` its path; ``schema`` the record's id, text
+    and labels; ``profile`` its row count. It is what ``mlflow.log_input(MetaDataset(...))`` writes."""
+    from mlflow.entities import Dataset
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Object, Property
+
+    md5, rows, last = hashlib.md5(), 0, b"\n"
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            md5.update(chunk)
+            rows += chunk.count(b"\n")
+            last = chunk[-1:]
+    rows += last != b"\n"  # a last record without a newline
+    schema = Schema([ColSpec("string", "id"), ColSpec("string", "text"),
+                     ColSpec(Object([Property(c, "long") for c in LABELS]), "labels")])
+    return Dataset(name=name, digest=md5.hexdigest(), source_type="local",
+                   source=json.dumps({"uri": str(path)}), schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
+                   profile=json.dumps({"num_rows": rows}))
+
+
+def _log_datasets(store: Store, run_id: str, datasets: Mapping[str, tuple[str | os.PathLike, str]]) -> list[str]:
+    """Log each ``name: (path, context)`` as a run input; returns the paths that do not exist."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs, missing = [], []
+    for name, (path, context) in datasets.items():
+        if not Path(path).is_file():
+            missing.append(str(path))
+            continue
+        inputs.append(DatasetInput(split_dataset(name, path), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    if inputs:
+        store.log_inputs(run_id, datasets=inputs)
+    return missing
+
+
+def _log_model(store: Store, run_id: str, model_dir: str | os.PathLike, model_logger: ModelLogger) -> str:
+    """``model_logger(model_dir, MODEL_NAME)`` inside the run; returns the logged model's id."""
+    import mlflow
+
+    def log() -> str:
+        with global_tracking_uri(store.uri), mlflow.start_run(run_id=run_id):
+            return model_logger(model_dir, MODEL_NAME).model_id
+
+    return store.call("log model", log)
 
 
 def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
@@ -257,6 +342,8 @@ def log_pipeline_run(
     tags: Mapping[str, Any] | None = None,
     artifacts: Sequence[str | os.PathLike] = (),
     model_dir: str | os.PathLike | None = None,
+    model_logger: ModelLogger | None = None,
+    datasets: Mapping[str, tuple[str | os.PathLike, str]] | None = None,
     extra_metrics: Mapping[str, float] | None = None,
     run_name: str | None = None,
     artifact_location: str | None = None,
@@ -267,12 +354,20 @@ def log_pipeline_run(
     ``tags`` carries ``lineage.version``, ``lineage.parent``, ``data.version``, ``code.version``
     and ``profile`` (see :func:`continue_lineage`, :func:`data_version`, :func:`code_version`);
     the gate tags come from the report. Files in ``artifacts`` go to the run's root, folders
-    under their own name, ``model_dir`` under ``model/``. ``extra_metrics`` are logged as given
-    (e.g. ``reported.macro_f1`` beside ``reproduced.macro_f1`` for a lineage reproduction). A missing artifact is skipped and named
-    in the ``artifacts.missing`` tag. If logging fails part way the run is marked FAILED.
+    under their own name. ``model_dir`` (a release folder) becomes the run's MLflow model named
+    ``model``, logged by ``model_logger(model_dir, "model")`` inside the run (the register step passes
+    :func:`components.serving.mlflow_model.log_release_model`: a pyfunc model); its id is the
+    ``model.id`` tag, which :func:`~components.tracking.registry.register_version` registers.
+    ``datasets`` (``{"train": (path, "training"), ...}``) become the run's dataset inputs with
+    their context (:func:`split_dataset`). ``extra_metrics`` are logged as given (e.g.
+    ``reported.macro_f1`` beside ``reproduced.macro_f1`` for a lineage reproduction). A missing
+    artifact, dataset or model folder is skipped and named in the ``artifacts.missing`` tag. If
+    logging fails part way the run is marked FAILED.
     """
     from mlflow.entities import Metric, Param
 
+    if model_dir is not None and model_logger is None:
+        raise ValueError("model_dir needs a model_logger (components.serving.mlflow_model.log_release_model)")
     store = Store(tracking_uri, retry)
     exp_id = _experiment_id(store, experiment_name, artifact_location)
     all_tags = {str(k): tag_value(v) for k, v in (tags or {}).items() if v is not None}
@@ -286,27 +381,9 @@ def log_pipeline_run(
     run = store.create_run(exp_id, run_name=run_name, tags={"lineage.historical": "false", **all_tags})
     run_id = run.info.run_id
     try:
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in report_metrics(report).items()]
-        for path, v in numeric_items("train", dict(train_stats or {})):
-            metrics.append(Metric(metric_name(path), v, now, 0))
-        for path, v in numeric_items("export", {
-            k: val for k, val in (export_report or {}).items() if k != "stage"
-        }):
-            metrics.append(Metric(metric_name(path), v, now, 0))
-        for i, point in enumerate(history or []):
-            step = int(point.get("epoch", point.get("step", i + 1)))
-            for key, value in point.items():
-                if key in ("epoch", "step") or (v := as_number(value)) is None:
-                    continue
-                metrics.append(Metric(metric_name("train_loss" if key == "loss" else key), v, now, step))
-        for key, value in (extra_metrics or {}).items():
-            if (v := as_number(value)) is not None:
-                metrics.append(Metric(metric_name(key), v, now, 0))
         flat = flatten_params(params)
-        _log_batches(store, run_id, metrics=metrics, params=[Param(metric_name(k), v) for k, v in flat.items()])
-
-        missing = []
+        _log_batches(store, run_id, params=[Param(metric_name(k), v) for k, v in flat.items()])
+        missing = _log_datasets(store, run_id, datasets or {})
         for item in artifacts:
             path = Path(item)
             if path.is_dir():
@@ -315,15 +392,38 @@ def log_pipeline_run(
                 store.log_artifact(run_id, str(path))
             else:
                 missing.append(str(path))
-        if model_dir is not None:
-            if Path(model_dir).is_dir():
-                store.log_artifacts(run_id, str(model_dir), "model")
-            else:
-                missing.append(str(model_dir))
+        # The model before the metrics: each metric then names it (the model's page shows them) in
+        # the same batches, instead of MLflow linking the run's metrics to it one query per metric.
+        model_logged = model_dir is not None and Path(model_dir).is_dir()
+        model_id = _log_model(store, run_id, Path(model_dir), model_logger) if model_logged else None
+        if model_id:
+            store.set_tag(run_id, MODEL_ID_TAG, model_id)
+        elif model_dir is not None:
+            missing.append(str(model_dir))
+
+        now = int(time.time() * 1000)
+
+        def metric(name: str, value: float, step: int = 0) -> Metric:
+            return Metric(name, value, now, step, model_id=model_id)
+
+        metrics = [metric(k, v) for k, v in report_metrics(report).items()]
+        metrics += [metric(metric_name(path), v) for path, v in numeric_items("train", dict(train_stats or {}))]
+        metrics += [metric(metric_name(path), v) for path, v in numeric_items("export", {
+            k: val for k, val in (export_report or {}).items() if k != "stage"})]
+        for i, point in enumerate(history or []):
+            step = int(point.get("epoch", point.get("step", i + 1)))
+            for key, value in point.items():
+                if key in ("epoch", "step") or (v := as_number(value)) is None:
+                    continue
+                metrics.append(metric(metric_name("train_loss" if key == "loss" else key), v, step))
+        for key, value in (extra_metrics or {}).items():
+            if (v := as_number(value)) is not None:
+                metrics.append(metric(metric_name(key), v))
+        _log_batches(store, run_id, metrics=metrics)
         if missing:
             log.warning("artifacts not found, not logged: %s", ", ".join(missing))
             store.set_tag(run_id, "artifacts.missing", tag_value(", ".join(missing)))
-        store.set_tag(run_id, "model.logged", "true" if model_dir is not None and Path(model_dir).is_dir() else "false")
+        store.set_tag(run_id, "model.logged", "true" if model_logged else "false")
         store.set_terminated(run_id, "FINISHED")
     except BaseException:
         try:
