@@ -12,6 +12,7 @@ from flows.cli import data  # noqa: E402,F401  review, validate
 from flows.cli import scoring  # noqa: E402,F401  predict, showcase
 from flows.cli import evaluate  # noqa: E402,F401  evaluate
 from flows.cli import registry  # noqa: E402,F401  deploy, promote, rollback, lineage
+from flows.cli import serve  # noqa: E402,F401  serve
 from flows.cli.env import env_app
 from flows.cli.generate import generate
 
