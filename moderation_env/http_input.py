@@ -23,20 +23,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from components.serving.http_body import InputError, read_body
+
 MAX_BODY_BYTES = 64 * 1024
 MAX_INT_DIGITS = 20
 MAX_DEPTH = 32
 MAX_EPISODE_ID_CHARS = 64
 EPISODE_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_EPISODE_ID_CHARS)
 _SHOWN = 40
-
-
-class InputError(Exception):
-    """Bad input, answered with ``status`` and ``{"detail": message}``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def show(value: Any) -> str:
@@ -119,16 +113,7 @@ def parse_json(data: bytes) -> Any:
 
 async def read_json(request: Request, empty: Any = None) -> Any:
     """The request's body as strict JSON (``empty`` when there is none), read at most MAX_BODY_BYTES."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise InputError(413, f"the body is over {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise InputError(413, f"the body is over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    data = b"".join(chunks)
+    data = await read_body(request, MAX_BODY_BYTES)
     if not data.strip():
         return empty
     return parse_json(data)

@@ -12,22 +12,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
-from fastapi import Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag, ValidationError
 from pydantic_core import PydanticCustomError
 
 from components.core.taxonomy import AUDIENCES, SURFACES, ContextPrefix, split_prefix
 from components.core.validity import duplicate_key, loads_keeping_duplicates, text_problem, utf8_problem
+from components.serving.http_body import InputError
 
 _SHOWN = 40
-
-class InputError(Exception):
-    """Bad input, answered with ``status`` and ``{"detail": message}``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
 
 class Context(BaseModel):
     """Where the texts were posted (default GENERAL/GENERAL, or a text's own [AUDIENCE][SURFACE] prefix)."""
@@ -115,20 +107,6 @@ def _problems(exc: ValidationError) -> str:
         parts.append(f"{_field(tuple(e['loc']))}: {msg[:300]}")
     more = f" (and {len(parts) - 5} more)" if len(parts) > 5 else ""
     return "invalid request: " + "; ".join(parts[:5]) + more
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) past ``limit`` bytes whether or not Content-Length says so."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise InputError(413, f"the body is over {limit} bytes; send fewer or shorter texts per request")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputError(413, f"the body is over {limit} bytes; send fewer or shorter texts per request")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_request(data: bytes, model: type[BaseModel]):

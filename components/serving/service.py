@@ -34,7 +34,8 @@ from components.core.taxonomy import AUDIENCES, LABELS, SURFACES, categories
 from components.serving.batching import MicroBatcher, Overloaded, ShuttingDown
 from components.serving.loader import LoadedModel, ModelHolder
 from components.serving.moderate import Result, moderate
-from components.serving.request_body import InputError, parse_request, read_body, request_model
+from components.serving.http_body import InputError, read_body
+from components.serving.request_body import parse_request, request_model
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -220,7 +221,8 @@ def create_app(holder: ModelHolder, settings: ServiceSettings | None = None) -> 
     async def moderate_texts(request: Request) -> Response:
         """Score each text in its context: the flags at the model's tuned thresholds and the recommended
         action, per text in order; ``model`` says which model answered the whole request."""
-        body = parse_request(await read_body(request, settings.body_limit), body_model)
+        body = parse_request(await read_body(request, settings.body_limit, "; send fewer or shorter texts per request"),
+                             body_model)
         if holder.current is None:
             return unavailable(holder.problem)
         texts, contexts = body.texts_and_contexts()
