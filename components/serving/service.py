@@ -6,7 +6,7 @@
     GET  /health       the process is up (always 200)
     GET  /ready        200 with the model when one is loaded; 503 with the reason otherwise
     GET  /metrics      Prometheus text format
-    GET  /             the page (static/index.html); /docs the OpenAPI docs
+    GET  /             the page (static/index.html); /docs the OpenAPI docs (Swagger UI, served locally)
 
 Scoring is :func:`components.serving.moderate.moderate`, nothing else; requests that arrive
 together are scored in one batch (:mod:`components.serving.batching`); the model comes from
@@ -198,7 +198,7 @@ def create_app(holder: ModelHolder, settings: ServiceSettings | None = None) -> 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    app = FastAPI(title="Content moderation", version="1", lifespan=lifespan,
+    app = FastAPI(title="Content moderation", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The champion classifier over HTTP: 18 categories, flags at tuned thresholds, "
                               "a recommended action. See the README, section 'Serving the champion'.")
     app.state.holder, app.state.metrics, app.state.settings = holder, metrics, settings
@@ -288,6 +288,20 @@ def create_app(holder: ModelHolder, settings: ServiceSettings | None = None) -> 
             return JSONResponse({"detail": "not found"}, status_code=404)
         return FileResponse(STATIC / name, media_type=f"{PAGE_FILES[name]}; charset=utf-8",
                             headers={"Cache-Control": "no-cache"})
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    # The OpenAPI page with Swagger UI's own files (package swagger-ui-bundle), not a CDN: it works offline.
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     default_openapi = app.openapi
 

@@ -6,6 +6,7 @@ an alias moved while clients keep sending, a registry outage, and the metrics.""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -213,7 +214,11 @@ def test_the_probes_the_docs_and_the_model_info(served, releases):
     assert info["thresholds"]["spam"] == 0.0 and info["limits"] == {"max_batch_items": 8, "max_text_chars": 300}
     spec = served.client.get("/openapi.json").json()
     assert "/v1/moderate" in spec["paths"] and "Context" in spec["components"]["schemas"]
-    assert served.client.get("/docs").status_code == 200
+    docs = served.client.get("/docs")
+    assert docs.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/docs-assets/") for a in assets), assets  # nothing from a CDN: works offline
+    assert all(served.client.get(a).status_code == 200 for a in assets)
 
 
 def test_model_references():
