@@ -149,9 +149,12 @@ def register(
     version = tracking.register_version(tracking_uri, run_id, track.model_name, retry=retry)
     decision = tracking.apply_gate(tracking_uri, version, report, track.model_name, retry=retry)
     champion = tracking.champion(tracking_uri, track.model_name, retry=retry)
+    from components.tracking.store import Store
+
     outcome = {
         "run_id": run_id,
         "experiment": track.experiment,
+        "experiment_id": Store(tracking_uri, retry).get_run(run_id).info.experiment_id,
         "model_name": track.model_name,
         "version": version,
         "lineage_version": lineage_tags["lineage.version"],

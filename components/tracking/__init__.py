@@ -29,6 +29,7 @@ from components.tracking.registry import (
 from components.tracking.runs import (
     code_version,
     data_version,
+    experiment_ui_path,
     flatten_params,
     log_pipeline_run,
     report_metrics,
@@ -52,7 +53,7 @@ from components.tracking.store import (
 __all__ = [
     "CANDIDATE", "CHAMPION", "DEFAULT_EXPERIMENT", "DEFAULT_MODEL_NAME", "DEFAULT_RETRY", "GATE_ACTOR",
     "MAX_PARAM_VALUE", "MAX_TAG_VALUE", "RERUN_EVALUATE", "Decision", "RegistryError", "RetryPolicy",
-    "TrackingError", "apply_gate", "champion", "code_version", "continue_lineage", "data_version",
+    "TrackingError", "apply_gate", "champion", "code_version", "continue_lineage", "data_version", "experiment_ui_path",
     "flatten_params", "import_lineage", "lineage_versions", "log_pipeline_run", "numeric_items", "promote",
     "redact_uri", "register_version", "report_metrics", "rollback", "verdict_reasons",
 ]

@@ -134,6 +134,13 @@ def _common_dir(git: Path) -> Path:
 # experiments and runs
 
 
+def experiment_ui_path(experiment_id: str) -> str:
+    """The MLflow UI's address (after its host) of an experiment's training runs. MLflow 3.17's UI
+    shows every experiment in its GenAI view (an Overview of traces) unless the browser's workflow
+    type is "Model training"; the ``workflowType`` parameter sets it, and the UI remembers it."""
+    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def _experiment_id(store: Store, name: str, artifact_location: str | None = None) -> str:
     """The experiment's id, created if need be as a model-training experiment (:data:`EXPERIMENT_KIND`);
     an existing one without a kind gets it, one whose kind someone chose keeps it."""

@@ -143,6 +143,9 @@ def _print_registry(root: Path, params) -> None:
             f"{params.paths.reports}/report.html")
         console.print(f"last run: {r['lineage_version']} → {r['model_name']} version {r['version']}, "
                       f"macro F1 {r['macro_f1']:.4f}, {verdict} ({why})", highlight=False)
+        if r.get("experiment_id"):
+            console.print(f"in the MLflow UI (mlflow ui --backend-store-uri {tracking.redact_uri(tracking_uri())}): "
+                          f"http://127.0.0.1:5000{tracking.experiment_ui_path(r['experiment_id'])}", highlight=False)
     try:
         champ = tracking.champion(tracking_uri(), params.track.model_name,
                                   retry=tracking.RetryPolicy(attempts=1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import pytest
 
 pytest.importorskip("mlflow")
@@ -49,6 +50,7 @@ def test_a_passed_verdict_without_champion_promotes(project):
     out = _register(project, make_report(macro_f1=0.9, champion=None))
     assert out["promoted"] and out["gate_passed"] and out["version"] == "1"
     assert out["champion"]["version"] == "1" and out["lineage_version"] == "v17"
+    assert out["experiment_id"] == mlflow.MlflowClient(project["uri"]).get_experiment_by_name(out["experiment"]).experiment_id
     assert out["reasons"][0] == "gate: all 24 checks passed" and "no_regression: no champion yet" in out["reasons"]
 
 
