@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 _BATCH_PARAMS_TAGS = 100
 _BATCH_METRICS = 500
-# The MLflow UI (3.x) opens an experiment without this tag on its GenAI overview; with it, on its runs.
+# Marks the experiment as model training, so the MLflow UI never asks its kind; which view it opens
+# on is the browser's workflow type (see experiment_ui_path).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 MODEL_NAME = "model"  # the logged model's name in its run
