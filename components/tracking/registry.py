@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.tracking.runs import MODEL_ID_TAG, MODEL_NAME, global_tracking_uri
+from components.tracking.logged import MODEL_NAME, global_tracking_uri
+from components.tracking.runs import MODEL_ID_TAG
 from components.tracking.store import (
     CANDIDATE,
     CHAMPION,

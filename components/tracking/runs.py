@@ -3,7 +3,7 @@
 :func:`log_pipeline_run` records a pipeline run: flattened params, per-category test figures,
 macro/micro figures, the gate verdict, variant sizes and speeds, the training curve as metric
 steps, tags (lineage, data and code version, profile, gate), the data splits as MLflow datasets
-(:func:`split_dataset`), artifacts, and the release folder as the run's MLflow model, logged by
+(:func:`components.tracking.logged.split_dataset`), artifacts, and the release folder as the run's MLflow model, logged by
 the function the caller passes (the register step passes
 ``components.serving.mlflow_model.log_release_model``, a pyfunc model: tracking imports no serving
 code). Nothing here deletes or rewrites the pipeline's outputs, so a tracking failure leaves them
@@ -17,12 +17,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from components.core.taxonomy import LABELS
+from components.tracking.logged import ModelLogger, _log_datasets, _log_model
 from components.tracking.store import (
     MAX_PARAM_VALUE,
     RetryPolicy,
@@ -45,10 +44,7 @@ _BATCH_METRICS = 500
 # on is the browser's workflow type (see experiment_ui_path).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-MODEL_NAME = "model"  # the logged model's name in its run
 MODEL_ID_TAG = "model.id"  # the run's logged model (models:/<id>), what register_version registers
-# (folder, name) -> mlflow.models.model.ModelInfo: logs the folder as a model in the active run.
-ModelLogger = Callable[[Path, str], Any]
 
 
 def _param_value(value: Any, max_len: int) -> str:
@@ -176,74 +172,6 @@ def _log_batches(store: Store, run_id: str, metrics=(), params=(), tags=()) -> N
         store.log_batch(run_id, metrics=metrics[i : i + _BATCH_METRICS])
 
 
-@contextmanager
-def global_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent calls (``log_model``, ``start_run``) and its SQL registry's lookup of a logged
-    model read the process-wide tracking URI, not a client's: point it at ``uri`` meanwhile."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-# ---------------------------------------------------------------------------------------------
-# datasets and the model
-
-
-def split_dataset(name: str, path: str | os.PathLike):
-    """A JSONL split as an MLflow dataset (``mlflow.entities.Dataset``), read once and never loaded:
-    ``digest`` its md5, which is the hash DVC 3 records for the file (the ``md5`` of each file in
-    the merge stage's ``data/splits`` listing); ``source`` its path; ``schema`` the record's id, text
-    and labels; ``profile`` its row count. It is what ``mlflow.log_input(MetaDataset(...))`` writes."""
-    from mlflow.entities import Dataset
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import Object, Property
-
-    md5, rows, last = hashlib.md5(), 0, b"\n"
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            md5.update(chunk)
-            rows += chunk.count(b"\n")
-            last = chunk[-1:]
-    rows += last != b"\n"  # a last record without a newline
-    schema = Schema([ColSpec("string", "id"), ColSpec("string", "text"),
-                     ColSpec(Object([Property(c, "long") for c in LABELS]), "labels")])
-    return Dataset(name=name, digest=md5.hexdigest(), source_type="local",
-                   source=json.dumps({"uri": str(path)}), schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
-                   profile=json.dumps({"num_rows": rows}))
-
-
-def _log_datasets(store: Store, run_id: str, datasets: Mapping[str, tuple[str | os.PathLike, str]]) -> list[str]:
-    """Log each ``name: (path, context)`` as a run input; returns the paths that do not exist."""
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    inputs, missing = [], []
-    for name, (path, context) in datasets.items():
-        if not Path(path).is_file():
-            missing.append(str(path))
-            continue
-        inputs.append(DatasetInput(split_dataset(name, path), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-    if inputs:
-        store.log_inputs(run_id, datasets=inputs)
-    return missing
-
-
-def _log_model(store: Store, run_id: str, model_dir: str | os.PathLike, model_logger: ModelLogger) -> str:
-    """``model_logger(model_dir, MODEL_NAME)`` inside the run; returns the logged model's id."""
-    import mlflow
-
-    def log() -> str:
-        with global_tracking_uri(store.uri), mlflow.start_run(run_id=run_id):
-            return model_logger(model_dir, MODEL_NAME).model_id
-
-    return store.call("log model", log)
-
-
 def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     """The single-valued metrics of an evaluate report (``reports/metrics.json``)."""
     out: dict[str, float] = {}
@@ -367,7 +295,7 @@ def log_pipeline_run(
     :func:`components.serving.mlflow_model.log_release_model`: a pyfunc model); its id is the
     ``model.id`` tag, which :func:`~components.tracking.registry.register_version` registers.
     ``datasets`` (``{"train": (path, "training"), ...}``) become the run's dataset inputs with
-    their context (:func:`split_dataset`). ``extra_metrics`` are logged as given (e.g.
+    their context (:func:`components.tracking.logged.split_dataset`). ``extra_metrics`` are logged as given (e.g.
     ``reported.macro_f1`` beside ``reproduced.macro_f1`` for a lineage reproduction). A missing
     artifact, dataset or model folder is skipped and named in the ``artifacts.missing`` tag. If
     logging fails part way the run is marked FAILED.

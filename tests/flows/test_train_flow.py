@@ -91,9 +91,11 @@ def test_first_run_builds_everything_records_it_and_dvc_agrees(repo):
     curve = json.loads((repo / "reports/train_history.json").read_text())
     assert [m.step for m in history] == [p["epoch"] for p in curve] and history[-1].step == 20
     artifacts = {a.path for a in client(repo).list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "model", "plots", "thresholds.json"} <= artifacts
+    assert {"metrics.json", "plots", "thresholds.json"} <= artifacts
     mv = client(repo).get_model_version_by_alias("content-moderation", "candidate")
     assert str(mv.version) == "1" and mv.tags["gate.decision"] == "refused"
+    # the release folder is the run's MLflow model (a logged model, not run artifacts), and the version is it
+    assert run.data.tags["model.logged"] == "true" and mv.source == f"models:/{run.data.tags['model.id']}"
 
 
 def test_second_run_is_all_cached_and_records_nothing_new(repo):

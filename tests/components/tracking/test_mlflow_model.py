@@ -40,7 +40,8 @@ from components.serving.mlflow_model import (  # noqa: E402
 )
 from components.serving.moderate import moderate  # noqa: E402
 from components.tracking import log_pipeline_run, register_version  # noqa: E402
-from components.tracking.runs import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, global_tracking_uri  # noqa: E402
+from components.tracking.logged import global_tracking_uri  # noqa: E402
+from components.tracking.runs import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG  # noqa: E402
 from tests.components.tracking.support import EXP, FAST, MODEL, make_report  # noqa: E402
 
 # (text, audience, surface) as a caller sends them, and the context moderate() is given for each.
