@@ -53,7 +53,7 @@ def _wait_done(page) -> None:
 def test_typing_texts_and_submitting_shows_each_result(chromium, service, tmp_path):
     page, seen = _open(chromium, service.url + "/")
     try:
-        page.wait_for_function("document.querySelectorAll('#audience option').length > 0")
+        page.locator("#audience option").first.wait_for(state="attached")  # no wait_for_function: the CSP forbids eval
         page.fill("#texts", f"I am going to hurt you tonight\n\n{SCRIPT}")
         page.select_option("#audience", "ADULT")
         page.select_option("#surface", "MESSAGE")
@@ -113,7 +113,7 @@ def test_a_shared_link_fills_the_form_and_runs_by_itself(chromium, service):
 def test_refused_input_is_shown_with_the_service_s_reason(chromium, service):
     page, seen = _open(chromium, service.url + "/")
     try:
-        page.wait_for_function("document.querySelectorAll('#audience option').length > 0")
+        page.locator("#audience option").first.wait_for(state="attached")  # no wait_for_function: the CSP forbids eval
         page.uncheck("#per-line")
         page.fill("#texts", "x" * (SMALL.max_text_chars + 1))
         page.click("#submit")
