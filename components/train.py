@@ -6,6 +6,13 @@ rerun or a head-only change costs seconds) train a multi-label linear head.
 warm-up schedule, bucketed dynamic padding and early stopping on validation macro F1; every
 layer (``train_layers: 0``), or only the top ``train_layers`` over lower layers whose token
 states are computed once (the CPU's way to fine-tune in minutes).
+
+A fine-tuned model reads a text in training as it is scored everywhere else: cut into the
+windows of :class:`components.model.windows.TextWindows`, the text's logit per category the
+highest over its windows (multiple-instance learning: the label belongs to the text, at least
+one window carries it). Before, training read only the first window, so a violation at the end
+of a long text was never seen in training, and a long text labelled for one was taught as if its
+harmless opening were the violation.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from torch import nn
 from components.core.contract import ContractError, atomic_write, read_records, write_json
 from components.core.params import ProfileParams, TrainParams
 from components.model.classifier import ModerationClassifier, run_batched, tokenize
+from components.model.folder import ClassifierConfig
 from components.model.scoring import flags, label_matrix, length_sorted_batches
 from components.model.sources import resolve_model
+from components.model.windows import TextWindows
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,34 @@ class EmbeddingCache:
                 np.save(fh, self.vectors)
             write_json(self._index_path, self.index)
         return self.vectors[[self.index[k] for k in keys]]
+
+
+def window_batches(tokenizer, cfg: ClassifierConfig, texts: list[str], batch_size: int
+                   ) -> list[tuple[np.ndarray, list[str], torch.Tensor]]:
+    """Texts in batches of ``batch_size`` of similar length, each with the windows the model reads of them.
+
+    Returns one ``(text indices [b], window texts [w], owner [w])`` per batch, ``owner`` (int64) the
+    row in the batch of each window's text; windows are cut as scoring cuts them (``cfg.max_length``,
+    ``cfg.window_stride``, ``cfg.max_windows``), so a text of one window is its normalised self.
+    """
+    windows, owners = TextWindows(tokenizer.backend_tokenizer, cfg.max_length, cfg.window_stride,
+                                  cfg.max_windows).expand(texts)
+    bounds = np.searchsorted(owners, np.arange(len(texts) + 1))  # owners ascend: text i is bounds[i]:bounds[i+1]
+    size = [sum(len(w) for w in windows[bounds[i]:bounds[i + 1]]) for i in range(len(texts))]
+    out = []
+    for idx in length_sorted_batches(size, batch_size):
+        spans = [range(bounds[i], bounds[i + 1]) for i in idx]
+        owner = torch.tensor([row for row, span in enumerate(spans) for _ in span], dtype=torch.int64)
+        out.append((idx, [windows[j] for span in spans for j in span], owner))
+    return out
+
+
+def text_logits(window_logits: torch.Tensor, owner: torch.Tensor, n_texts: int) -> torch.Tensor:
+    """Each text's logits ``[n_texts, 18]``: per category the highest over its windows' logits ``[w, 18]``
+    (the training twin of ``scoring.max_over_windows``; sigmoid is monotone, so the max commutes with it)."""
+    index = owner.to(window_logits.device).unsqueeze(1).expand_as(window_logits)
+    return window_logits.new_full((n_texts, window_logits.shape[1]), float("-inf")).scatter_reduce(
+        0, index, window_logits, "amax", include_self=False)
 
 
 def _train_head(model: ModerationClassifier, xtr, ytr, xva, yva, p: ProfileParams, history: list) -> None:
@@ -181,26 +218,29 @@ def _train_finetune(model: ModerationClassifier, tokenizer, train_texts, ytr, va
     groups = [{"params": list(model.encoder.parameters()), "lr": p.learning_rate},
               {"params": list(model.head.parameters()), "lr": p.head_learning_rate}]
     # Buckets of similar length, shuffled as batches: dynamic padding without a length-ordered curriculum.
-    batches = list(length_sorted_batches([len(t) for t in train_texts], p.batch_size))
+    train_batches = window_batches(tokenizer, model.config, train_texts, p.batch_size)
+    batches = [idx for idx, _, _ in train_batches]
 
     def logits_of(b: int) -> torch.Tensor:
-        enc = tokenize(tokenizer, [train_texts[i] for i in batches[b]], p.max_length)
-        return model.logits(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        idx, windows, owner = train_batches[b]
+        enc = tokenize(tokenizer, windows, p.max_length)
+        return text_logits(model.logits(enc["input_ids"].to(device), enc["attention_mask"].to(device)), owner, len(idx))
 
     _fit(model, groups, batches, logits_of, lambda: run_batched(model, tokenizer, val_texts, p.batch_size * 2),
          ytr, yva, p, history, device)
 
 
 @torch.no_grad()
-def _lower_states(model: ModerationClassifier, tokenizer, texts, batches, max_length: int, n_lower: int,
+def _lower_states(model: ModerationClassifier, tokenizer, batches: list[list[str]], max_length: int, n_lower: int,
                   device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(fp16 token states after the frozen layers, attention mask) per batch: computed once, on ``device``."""
+    """(fp16 token states after the frozen layers, attention mask) per batch of window texts: computed once,
+    on ``device``."""
     from tqdm.auto import tqdm
 
     model.eval()
     out = []
-    for idx in tqdm(batches, desc=f"frozen layers 1-{n_lower}", unit="batch"):
-        enc = tokenize(tokenizer, [texts[i] for i in idx], max_length)
+    for windows in tqdm(batches, desc=f"frozen layers 1-{n_lower}", unit="batch"):
+        enc = tokenize(tokenizer, windows, max_length)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         out.append((model.lower_states(ids, mask, n_lower).half(), mask))
     return out
@@ -223,20 +263,23 @@ def _train_top_layers(model: ModerationClassifier, tokenizer, train_texts, ytr, 
     for q in top:
         q.requires_grad_(True)
     groups = [{"params": top, "lr": p.learning_rate}, {"params": list(model.head.parameters()), "lr": p.head_learning_rate}]
-    batches = list(length_sorted_batches([len(t) for t in train_texts], p.batch_size))
-    cached = _lower_states(model, tokenizer, train_texts, batches, p.max_length, n_lower, device)
-    val_batches = list(length_sorted_batches([len(t) for t in val_texts], p.batch_size * 2))
-    val_cached = _lower_states(model, tokenizer, val_texts, val_batches, p.max_length, n_lower, device)
+    train_batches = window_batches(tokenizer, model.config, train_texts, p.batch_size)
+    batches = [idx for idx, _, _ in train_batches]
+    cached = _lower_states(model, tokenizer, [w for _, w, _ in train_batches], p.max_length, n_lower, device)
+    val_batches = window_batches(tokenizer, model.config, val_texts, p.batch_size * 2)
+    val_cached = _lower_states(model, tokenizer, [w for _, w, _ in val_batches], p.max_length, n_lower, device)
 
     def logits_of(b: int) -> torch.Tensor:
         states, mask = cached[b]
-        return model.logits_from_states(states.float(), mask, n_lower)
+        idx, _, owner = train_batches[b]
+        return text_logits(model.logits_from_states(states.float(), mask, n_lower), owner, len(idx))
 
     @torch.no_grad()
     def val_probs() -> np.ndarray:
         out = np.zeros((len(val_texts), yva.shape[1]), dtype=np.float32)
-        for idx, (states, mask) in zip(val_batches, val_cached):
-            out[idx] = torch.sigmoid(model.logits_from_states(states.float(), mask, n_lower)).cpu().numpy()
+        for (idx, _, owner), (states, mask) in zip(val_batches, val_cached):
+            logits = text_logits(model.logits_from_states(states.float(), mask, n_lower), owner, len(idx))
+            out[idx] = torch.sigmoid(logits).cpu().numpy()
         return out
 
     _fit(model, groups, batches, logits_of, val_probs, ytr, yva, p, history, device)

@@ -110,3 +110,46 @@ def test_train_layers_outside_the_encoder_is_refused(tiny_splits, tmp_path, laye
         train(tiny_train_params("finetune", train_layers=layers), tiny_splits / "train.jsonl",
               tiny_splits / "val.jsonl", tmp_path / "ck", tmp_path / "c")
     assert not (tmp_path / "ck").exists()
+
+
+def test_training_reads_every_window_of_a_long_text_and_takes_the_highest(tiny_trained):
+    """A long text is trained on as it is scored: all its windows, a category's logit the highest of them."""
+    import numpy as np
+    import torch
+
+    from components.model.classifier import tokenize
+    from components.train import text_logits, window_batches
+
+    model, tokenizer = ModerationClassifier.load(tiny_trained[0] / "checkpoint")
+    lead = " ".join(f"We walked past the harbour on day {i} and ate lunch by the lighthouse." for i in range(12))
+    texts = ["hello there", lead + " I know where you live and I will break your legs tonight.", "see you soon"]
+    batches = window_batches(tokenizer, model.config, texts, batch_size=8)
+    assert len(batches) == 1
+    idx, windows, owner = batches[0]
+    counts = np.bincount(owner.numpy(), minlength=len(idx))
+    long_row = int(np.flatnonzero(idx == 1)[0])
+    assert counts[long_row] >= 2 and all(c == 1 for r, c in enumerate(counts) if r != long_row)
+    last = windows[int(np.flatnonzero(owner.numpy() == long_row)[-1])]
+    assert last.endswith("break your legs tonight.")  # the end of the text is read, not cut off
+    with torch.no_grad():
+        enc = tokenize(tokenizer, windows, model.config.max_length)
+        per_window = model.logits(enc["input_ids"], enc["attention_mask"])
+        per_text = text_logits(per_window, owner, len(idx))
+    assert per_text.shape == (len(idx), len(LABELS))
+    for row in range(len(idx)):
+        assert torch.equal(per_text[row], per_window[owner == row].max(0).values)
+    # the same scores as the served path (run_batched: windows, highest score per category)
+    served = run_batched(model, tokenizer, [texts[i] for i in idx], 8)
+    assert np.allclose(torch.sigmoid(per_text).numpy(), served, atol=1e-5)
+
+
+def test_the_highest_window_gets_the_gradient():
+    import torch
+
+    from components.train import text_logits
+
+    logits = torch.tensor([[0.1, 2.0], [1.5, -1.0], [0.3, 0.3]], requires_grad=True)
+    out = text_logits(logits, torch.tensor([0, 0, 1]), 2)
+    assert out.tolist() == [[1.5, 2.0], [0.30000001192092896, 0.30000001192092896]]
+    out.sum().backward()
+    assert logits.grad.tolist() == [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
