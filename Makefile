@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser clean-env
+.PHONY: run test drills install browser clean-env
 
 # torch goes in first, pinned exactly: an unpinned torch pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -22,6 +22,12 @@ run: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The server drills (tests/deploy, marker `servers`): PostgreSQL, an S3 server, `mlflow server`, `prefect
+# server start` and a process worker on 127.0.0.1 (deploy/local.py), a whole nightly run fired by its cron.
+# `make test` runs their light form (tests/deploy/test_servers.py) and leaves these out.
+drills: $(STAMP)
+	$(BIN)/python -m pytest -m servers tests/deploy
 
 # The report's browser test (tests/components/test_report.py) drives Debian's chromium headless.
 # Installed with apt-get when missing: as root, or through sudo; otherwise it says what to run.

@@ -25,7 +25,7 @@ import yaml
 from deploy.local import POOL, base_env, free_port, s3_client
 from tests.project import BIN, make_project, set_params, sh
 
-pytestmark = [pytest.mark.servers, pytest.mark.slow]
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(1800)]
 MODEL = "content-moderation"
 GIT_ID = {"GIT_AUTHOR_NAME": "drill", "GIT_AUTHOR_EMAIL": "drill@example.invalid",
           "GIT_COMMITTER_NAME": "drill", "GIT_COMMITTER_EMAIL": "drill@example.invalid"}
@@ -71,7 +71,7 @@ def nightly_run(servers, project) -> dict:
     """Register train-flow/nightly to the process pool with its cron a minute ahead; wait for the scheduler's run."""
     env = env_for(servers)
     api = servers.servers["prefect"].url
-    at = next_minute(lead_s=35)
+    at = next_minute(lead_s=20)
     spec = yaml.safe_load((project / "prefect.yaml").read_text())
     (nightly,) = [d for d in spec["deployments"] if d["name"] == "nightly"]
     nightly["schedules"] = [{"cron": f"{at.minute} {at.hour} * * *", "timezone": "UTC"}]

@@ -34,7 +34,7 @@ def test_components_top_level_holds_only_stages_and_helper_packages():
 
 
 def test_no_code_module_is_over_the_size_limit():
-    files = [p for top in ("components", "flows", "moderation_env") for p in (ROOT / top).rglob("*.py")]
+    files = [p for top in ("components", "flows", "moderation_env", "deploy") for p in (ROOT / top).rglob("*.py")]
     long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text("utf-8").splitlines())) > MAX_LINES}
     assert not long, f"split these by concern: {long}"
 
