@@ -7,11 +7,11 @@ import pytest
 from deploy.local import Topology
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def servers(tmp_path_factory):
     """PostgreSQL, moto's S3 server, `mlflow server`, `prefect server start` and a process worker.
 
-    Started on first use by a test of this folder (about 12 s on an idle 2-core machine), stopped after the session.
+    Started on first use by a test of this folder (about 12 s on a 2-core machine), stopped after its last test.
     """
     with Topology(tmp_path_factory.mktemp("servers")) as top:
         yield top
