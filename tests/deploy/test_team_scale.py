@@ -71,7 +71,7 @@ def nightly_run(servers, project) -> dict:
     """Register train-flow/nightly to the process pool with its cron a minute ahead; wait for the scheduler's run."""
     env = env_for(servers)
     api = servers.servers["prefect"].url
-    at = next_minute(lead_s=20)
+    at = next_minute(lead_s=25)
     spec = yaml.safe_load((project / "prefect.yaml").read_text())
     (nightly,) = [d for d in spec["deployments"] if d["name"] == "nightly"]
     nightly["schedules"] = [{"cron": f"{at.minute} {at.hour} * * *", "timezone": "UTC"}]
@@ -82,12 +82,22 @@ def nightly_run(servers, project) -> dict:
     dep = httpx.get(f"{api}/deployments/name/train-flow/nightly", timeout=10).json()
     assert dep["work_pool_name"] == POOL and dep["schedules"][0]["schedule"]["cron"] == f"{at.minute} {at.hour} * * *"
 
+    def runs() -> list[dict]:
+        return httpx.post(f"{api}/flow_runs/filter", timeout=10,
+                          json={"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}}).json()
+
+    # The scheduler puts the run on the calendar within seconds (its recent-deployments loop runs every 5 s);
+    # a minute that passed before it looked would never be scheduled: say so now rather than wait.
+    t0 = time.monotonic()
+    while not any(r["auto_scheduled"] and dt.datetime.fromisoformat(r["expected_start_time"]) == at for r in runs()):
+        assert time.monotonic() - t0 < 30 and dt.datetime.now(dt.timezone.utc) < at, (
+            f"the scheduler put no run of train-flow/nightly at {at.isoformat()} on the calendar")
+        time.sleep(1)
+    TIMINGS["scheduled_after_s"] = round(time.monotonic() - t0, 1)
     deadline = time.monotonic() + 900 + max(0.0, (at - dt.datetime.now(dt.timezone.utc)).total_seconds())
     run = None
     while time.monotonic() < deadline:
-        runs = httpx.post(f"{api}/flow_runs/filter", timeout=10,
-                          json={"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}}).json()
-        started = [r for r in runs if r["auto_scheduled"] and r["state_type"] != "SCHEDULED"]
+        started = [r for r in runs() if r["auto_scheduled"] and r["state_type"] != "SCHEDULED"]
         if started and started[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             run = started[0]
             break
