@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -288,9 +289,13 @@ class Topology:
         self.workdir = Path(workdir)
         self.prefect, self.worker_env, self.bucket, self.pool = prefect, dict(worker_env or {}), bucket, pool
         self.servers: dict[str, Server] = {}
+        self.stop_seconds: dict[str, float] = {}
 
     def __enter__(self) -> "Topology":
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+            # started as `cmd &` from a script: the servers would inherit the ignored SIGINT and stop slowly
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self.servers["postgres"] = start_postgres(self.workdir)
             self.servers["s3"] = start_s3(self.workdir, self.bucket)
@@ -313,9 +318,11 @@ class Topology:
         self.stop()
 
     def stop(self) -> None:
-        """Stop every started server, last started first."""
+        """Stop every started server, last started first; ``stop_seconds`` records how long each took."""
         for name in reversed(list(self.servers)):
+            t0 = time.monotonic()
             self.servers.pop(name).stop()
+            self.stop_seconds[name] = round(time.monotonic() - t0, 1)
 
     @property
     def dvc_remote(self) -> str:
@@ -343,21 +350,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="logs and state (default: a temporary folder)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cm-servers-"))
+    # Ctrl-C and SIGTERM end the wait below, also when started with SIGINT ignored (`cmd &` in a script);
+    # set before the servers start, so they do not inherit an ignored SIGINT either.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    top = Topology(workdir)
     try:
-        with Topology(workdir) as top:
+        with top:
             print(f"# servers up (seconds to start: {top.startup_seconds()}); logs in {workdir}")
             for key, value in top.settings().items():
                 print(f"export {key}={value}")
             print(f"# DVC remote: dvc remote add -d -f shared {top.dvc_remote} && "
                   f"dvc remote modify shared endpointurl {top.servers['s3'].url}")
             print("# Ctrl-C stops them", flush=True)
-            signal.signal(signal.SIGTERM, signal.default_int_handler)
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(f"# stopped (seconds: {top.stop_seconds})", flush=True)
     return 0
 
 
