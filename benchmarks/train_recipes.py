@@ -43,6 +43,8 @@ RECIPES: dict[str, dict] = {
     "top2-len64": {"mode": "finetune", "train_layers": 2, "epochs": 3, "learning_rate": 2e-4, "head_hidden": 0,
                    "max_length": 64},
     "top3": {"mode": "finetune", "train_layers": 3, "epochs": 3, "learning_rate": 1e-4, "head_hidden": 0},
+    "top2-meanmax": {"mode": "finetune", "train_layers": 2, "epochs": 3, "learning_rate": 2e-4, "head_hidden": 0,
+                     "pooling": "mean_max"},
 }
 
 
@@ -115,6 +117,7 @@ def measure(name: str, overrides: dict, splits: Path, max_train: int | None) -> 
         "real_macro_roc_auc": real_report["overall"]["macro_roc_auc"],
         "real_macro_f1": real_report["overall"]["macro_f1"],
         "behaviour_gating_pass_rate": round(behaviour["gating_pass_rate"], 4),
+        "behaviour_pass_rates": {n: round(f["pass_rate"], 3) for n, f in behaviour["functionalities"].items()},
         "tiers": {t: v for t, v in verdict.tiers().items() if t != "release"},
         "failing_checks": failing,
     }

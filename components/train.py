@@ -12,7 +12,9 @@ windows of :class:`components.model.windows.TextWindows`, the text's logit per c
 highest over its windows (multiple-instance learning: the label belongs to the text, at least
 one window carries it). Before, training read only the first window, so a violation at the end
 of a long text was never seen in training, and a long text labelled for one was taught as if its
-harmless opening were the violation.
+harmless opening were the violation. ``train_max_windows`` (2 on the CPU: the first and the last
+window) bounds what one long text costs in training; evaluation and serving read up to
+``max_windows`` (8).
 """
 
 from __future__ import annotations
@@ -97,16 +99,17 @@ class EmbeddingCache:
         return self.vectors[[self.index[k] for k in keys]]
 
 
-def window_batches(tokenizer, cfg: ClassifierConfig, texts: list[str], batch_size: int
+def window_batches(tokenizer, cfg: ClassifierConfig, texts: list[str], batch_size: int, max_windows: int | None = None
                    ) -> list[tuple[np.ndarray, list[str], torch.Tensor]]:
     """Texts in batches of ``batch_size`` of similar length, each with the windows the model reads of them.
 
     Returns one ``(text indices [b], window texts [w], owner [w])`` per batch, ``owner`` (int64) the
     row in the batch of each window's text; windows are cut as scoring cuts them (``cfg.max_length``,
-    ``cfg.window_stride``, ``cfg.max_windows``), so a text of one window is its normalised self.
+    ``cfg.window_stride``), so a text of one window is its normalised self. ``max_windows`` (default
+    ``cfg.max_windows``, as scored) bounds the windows of one text: the first ones and the last.
     """
     windows, owners = TextWindows(tokenizer.backend_tokenizer, cfg.max_length, cfg.window_stride,
-                                  cfg.max_windows).expand(texts)
+                                  max_windows or cfg.max_windows).expand(texts)
     bounds = np.searchsorted(owners, np.arange(len(texts) + 1))  # owners ascend: text i is bounds[i]:bounds[i+1]
     size = [sum(len(w) for w in windows[bounds[i]:bounds[i + 1]]) for i in range(len(texts))]
     out = []
@@ -218,7 +221,7 @@ def _train_finetune(model: ModerationClassifier, tokenizer, train_texts, ytr, va
     groups = [{"params": list(model.encoder.parameters()), "lr": p.learning_rate},
               {"params": list(model.head.parameters()), "lr": p.head_learning_rate}]
     # Buckets of similar length, shuffled as batches: dynamic padding without a length-ordered curriculum.
-    train_batches = window_batches(tokenizer, model.config, train_texts, p.batch_size)
+    train_batches = window_batches(tokenizer, model.config, train_texts, p.batch_size, p.train_max_windows)
     batches = [idx for idx, _, _ in train_batches]
 
     def logits_of(b: int) -> torch.Tensor:
@@ -263,7 +266,7 @@ def _train_top_layers(model: ModerationClassifier, tokenizer, train_texts, ytr, 
     for q in top:
         q.requires_grad_(True)
     groups = [{"params": top, "lr": p.learning_rate}, {"params": list(model.head.parameters()), "lr": p.head_learning_rate}]
-    train_batches = window_batches(tokenizer, model.config, train_texts, p.batch_size)
+    train_batches = window_batches(tokenizer, model.config, train_texts, p.batch_size, p.train_max_windows)
     batches = [idx for idx, _, _ in train_batches]
     cached = _lower_states(model, tokenizer, [w for _, w, _ in train_batches], p.max_length, n_lower, device)
     val_batches = window_batches(tokenizer, model.config, val_texts, p.batch_size * 2)
@@ -300,7 +303,11 @@ def train(params: TrainParams, train_path: Path, val_path: Path, out_dir: Path, 
     train_texts, val_texts = [r.text for r in train_records], [r.text for r in val_records]
     source = resolve_model(p.model)
     normalize = p.normalize if p.normalize is not None else (None if p.mode == "head" else False)
-    model, tokenizer = ModerationClassifier.from_encoder(source, p.model, p.mode, p.max_length, p.head_hidden, normalize)
+    if p.mode == "head" and p.pooling != "mean":
+        raise ContractError(f"pooling {p.pooling!r} needs mode finetune: head mode trains on the encoder's cached mean "
+                            "embeddings; set pooling: mean, or mode: finetune")
+    model, tokenizer = ModerationClassifier.from_encoder(source, p.model, p.mode, p.max_length, p.head_hidden, normalize,
+                                                         p.pooling)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     history: list[dict] = []
     started = time.perf_counter()
@@ -323,7 +330,7 @@ def train(params: TrainParams, train_path: Path, val_path: Path, out_dir: Path, 
     model.save(out_dir, tokenizer)
     best = max(history, key=lambda h: h["val_macro_f1"])
     return {
-        "profile": params.profile, "model": p.model, "mode": p.mode, "train_layers": p.train_layers,
+        "profile": params.profile, "model": p.model, "mode": p.mode, "train_layers": p.train_layers, "pooling": p.pooling,
         "device": str(device), "mixed_precision": "bf16" if device.type == "cuda" and p.mode == "finetune" else None,
         "train_examples": len(train_texts), "val_examples": len(val_texts),
         "seconds": round(seconds, 1), "encode_seconds": round(encode_seconds, 1),

@@ -193,11 +193,12 @@ class ProfileParams(_Strict):
     head_learning_rate: float = Field(3e-3, gt=0)
     head_epochs: int = Field(100, ge=1)
     head_hidden: int = Field(512, ge=0, description="0: linear head; N: one hidden layer of N units")
-    # finetune: train only the top N encoder layers, the lower layers' token states computed once; 0 = all layers
-    train_layers: int = Field(0, ge=0)
+    train_layers: int = Field(0, ge=0, description="finetune: only the top N layers train (lower states computed once); 0: all")
+    train_max_windows: int = Field(2, ge=1, description="finetune: windows read of a long text (the first ones and the last)")
     # L2-normalise the pooled embedding (as sentence-transformers does). None: yes for `head` (the cached
     # embeddings are the encoder's own), no for `finetune` (unit-norm features slow a fresh head down a lot).
     normalize: bool | None = None
+    pooling: Literal["mean", "mean_max"] = "mean"  # mean_max: and the per-dimension max over tokens (finetune only)
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(2, ge=1, description="epochs without a better validation macro F1 before stopping")
     pos_weight_cap: float = Field(10.0, ge=1, description="cap on BCE positive weights (negatives/positives)")

@@ -1,4 +1,4 @@
-"""The classifier: a sentence-transformer encoder, mean pooling, and a multi-label linear head.
+"""The classifier: a sentence-transformer encoder, mean (or mean and max) pooling, and a multi-label linear head.
 
 One module serves both training modes (``head``: frozen encoder; ``finetune``: everything
 trains), the ONNX export, and the PyTorch reference in parity checks, so the pooling that
@@ -28,6 +28,8 @@ from components.text.normalize import normalize_text
 
 log = logging.getLogger(__name__)
 
+POOLINGS = ("mean", "mean_max")
+
 
 def _uses_normalize(encoder_dir: Path) -> bool:
     """sentence-transformers models list their modules; all-MiniLM/mpnet end with Normalize."""
@@ -44,18 +46,26 @@ def make_head(hidden_size: int, head_hidden: int) -> nn.Module:
 
 
 class ModerationClassifier(nn.Module):
-    """input_ids, attention_mask -> 18 probabilities (sigmoid of a linear head over mean-pooled tokens)."""
+    """input_ids, attention_mask -> 18 probabilities (sigmoid of a linear head over the pooled tokens)."""
 
     def __init__(self, encoder: nn.Module, config: ClassifierConfig):
         super().__init__()
+        if config.pooling not in POOLINGS:
+            raise CheckpointError(f"pooling {config.pooling!r} is not one of {', '.join(POOLINGS)}")
         self.encoder = encoder
         self.config = config
-        self.head = make_head(config.hidden_size, config.head_hidden)
+        self.head = make_head(config.hidden_size * (2 if config.pooling == "mean_max" else 1), config.head_hidden)
 
     def pool(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean over the real tokens ``[batch, tokens, hidden] -> [batch, hidden]``, L2-normalised if configured."""
+        """Mean over the real tokens ``[batch, tokens, hidden] -> [batch, hidden]`` (``pooling: mean``), or that
+        mean and the per-dimension maximum over the real tokens ``-> [batch, 2 * hidden]`` (``mean_max``);
+        L2-normalised if configured."""
         mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.config.pooling == "mean_max":
+            # padding can never be the maximum; -1e4 stays finite in the fp16 export
+            peak = tokens.masked_fill(mask == 0, -1e4).max(1).values
+            pooled = torch.cat([pooled, peak], dim=1)
         if self.config.normalize:
             pooled = nn.functional.normalize(pooled, p=2, dim=1)
         return pooled
@@ -98,13 +108,14 @@ class ModerationClassifier(nn.Module):
 
     @classmethod
     def from_encoder(cls, encoder_dir: Path, base_model: str, mode: str, max_length: int,
-                     head_hidden: int = 0, normalize: bool | None = None) -> tuple["ModerationClassifier", object]:
+                     head_hidden: int = 0, normalize: bool | None = None,
+                     pooling: str = "mean") -> tuple["ModerationClassifier", object]:
         encoder = AutoModel.from_pretrained(str(encoder_dir))
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
         cfg = ClassifierConfig(base_model=base_model, mode=mode, max_length=max_length,
                                normalize=_uses_normalize(encoder_dir) if normalize is None else normalize,
                                hidden_size=encoder.config.hidden_size,
-                               vocab_size=encoder.config.vocab_size, head_hidden=head_hidden)
+                               vocab_size=encoder.config.vocab_size, head_hidden=head_hidden, pooling=pooling)
         return cls(encoder, cfg), tokenizer
 
     def save(self, folder: Path, tokenizer) -> None:

@@ -48,6 +48,10 @@ class ClassifierConfig:
     mode: str = "head"
     max_length: int = 128
     normalize: bool = True  # L2-normalise the pooled embedding (sentence-transformers' Normalize module)
+    # "mean": the mean of the real tokens' states ([hidden]); "mean_max": that mean and the per-dimension
+    # maximum over the real tokens, side by side ([2 * hidden]): a few tokens that matter (a threat after a
+    # long harmless text) still reach the head when the mean is dominated by everything else.
+    pooling: str = "mean"
     hidden_size: int = 384
     head_hidden: int = 0  # 0: a linear head; N: one hidden layer of N units (GELU, dropout)
     vocab_size: int = 0

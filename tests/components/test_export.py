@@ -36,3 +36,45 @@ def test_export_folder_holds_everything_serving_needs(tiny_exported, tiny_splits
     int8 = OnnxClassifier(onnx, "int8").predict_proba(val, batch_size=ExportParams().parity_batch_size)
     again = parity(reference, int8)
     assert again["decision_diff_rate"] == pytest.approx(report["variants"]["int8"]["decision_diff_rate"])
+
+
+def test_mean_max_pooling_trains_exports_and_scores_the_same_everywhere(tiny_splits, tmp_path):
+    """``pooling: mean_max``: the head reads [mean, max] of the real tokens; padding never wins the max, and the
+    ONNX graph (every variant) gives PyTorch's scores."""
+    import torch
+
+    from components.export import export
+    from components.model.classifier import ModerationClassifier, run_batched
+    from components.train import train
+    from tests.components.conftest import tiny_train_params
+
+    stats = train(tiny_train_params("finetune", train_layers=2, pooling="mean_max", head_hidden=0), tiny_splits / "train.jsonl",
+                  tiny_splits / "val.jsonl", tmp_path / "ck", tmp_path / "cache")
+    assert stats["pooling"] == "mean_max"
+    model, tokenizer = ModerationClassifier.load(tmp_path / "ck")
+    assert model.config.pooling == "mean_max" and model.head.in_features == 2 * model.config.hidden_size
+    short, long = "you are safe here", "a much longer message about the garden, the weather and the bus home today"
+    with torch.no_grad():
+        alone = tokenizer([short], return_tensors="pt")
+        padded = tokenizer([short, long], padding=True, return_tensors="pt")
+        assert padded["attention_mask"][0].sum() < padded["attention_mask"].shape[1]  # the short text is padded
+        one = model.embed(alone["input_ids"], alone["attention_mask"])[0]
+        both = model.embed(padded["input_ids"], padded["attention_mask"])[0]
+    assert one.shape == (2 * model.config.hidden_size,) and torch.allclose(one, both, atol=1e-5)
+
+    report = export(tmp_path / "ck", tmp_path / "onnx", tiny_splits / "val.jsonl", ExportParams())
+    assert report["variants"]["fp32"]["max_abs_diff"] < 1e-4
+    assert report["variants"]["fp16"]["max_abs_diff"] < 1e-2
+    texts = [r.text for r in read_records(tiny_splits / "val.jsonl").records][:40]
+    assert np.allclose(OnnxClassifier(tmp_path / "onnx", "fp32").predict_proba(texts, batch_size=8),
+                       run_batched(model, tokenizer, texts, 8), atol=1e-4)
+
+
+def test_mean_max_pooling_is_refused_in_head_mode(tiny_splits, tmp_path):
+    from components.core.contract import ContractError
+    from components.train import train
+    from tests.components.conftest import tiny_train_params
+
+    with pytest.raises(ContractError, match="pooling 'mean_max' needs mode finetune"):
+        train(tiny_train_params("head", pooling="mean_max"), tiny_splits / "train.jsonl", tiny_splits / "val.jsonl",
+              tmp_path / "ck", tmp_path / "cache")

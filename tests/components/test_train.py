@@ -138,6 +138,9 @@ def test_training_reads_every_window_of_a_long_text_and_takes_the_highest(tiny_t
     assert per_text.shape == (len(idx), len(LABELS))
     for row in range(len(idx)):
         assert torch.equal(per_text[row], per_window[owner == row].max(0).values)
+    # training may read fewer windows of a long text: the first ones and always the last
+    (_, capped, capped_owner), = window_batches(tokenizer, model.config, texts, batch_size=8, max_windows=2)
+    assert len(capped) == len(texts) + 1 and capped[int((capped_owner == long_row).nonzero()[-1])] == last
     # the same scores as the served path (run_batched: windows, highest score per category)
     served = run_batched(model, tokenizer, [texts[i] for i in idx], 8)
     assert np.allclose(torch.sigmoid(per_text).numpy(), served, atol=1e-5)
