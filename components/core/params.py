@@ -27,7 +27,7 @@ class StyleParams(_Strict):
     """Probabilities of the register and length variations the offline generator applies."""
 
     lead_in: float = Field(0.15, ge=0, le=1)
-    long_lead_in: float = Field(0.06, ge=0, le=1)  # 5-9 harmless sentences first: a violation at the end still counts
+    long_lead_in: float = Field(0.06, ge=0, le=1)  # 8-18 harmless sentences first: a violation at the end counts
     tail: float = Field(0.15, ge=0, le=1)
     lowercase: float = Field(0.25, ge=0, le=1)
     textspeak: float = Field(0.12, ge=0, le=1)

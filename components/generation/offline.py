@@ -200,6 +200,12 @@ class Renderer:
         return _SLOT_RE.sub(lambda m: self._value(m.group(1), depth), text)
 
 
+# Harmless sentences before a long lead-in text: 8-18 of about 8 words (~100-200 tokens), so most such texts
+# run past one 128-token window and the window that holds the text's own words is mostly harmless, as in a
+# long real post that ends in a threat (5-9 sentences fitted in one window: the model never met that case).
+LONG_LEAD_IN_SENTENCES = (8, 18)
+
+
 def _tidy(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     text = re.sub(r"\s+([,.!?;:])", r"\1", text)
@@ -222,7 +228,8 @@ def stylize(text: str, rng: random.Random, style: StyleParams, neutral: Renderer
     if rng.random() < style.lead_in:
         text = f"{_tidy(neutral.expand('{neutral_sentence}'))} {text}"
     if rng.random() < style.long_lead_in:
-        text = " ".join([_tidy(neutral.expand("{neutral_sentence}")) for _ in range(rng.randint(5, 9))] + [text])
+        n = rng.randint(*LONG_LEAD_IN_SENTENCES)
+        text = " ".join([_tidy(neutral.expand("{neutral_sentence}")) for _ in range(n)] + [text])
     if rng.random() < style.tail:
         text = f"{text} {_tidy(neutral.expand('{neutral_sentence}'))}"
     if rng.random() < style.textspeak:

@@ -107,4 +107,5 @@ def test_long_lead_in_puts_the_violation_after_a_long_harmless_passage(tmp_path)
         lead = [n for n in neutral if text.startswith(n)]
         assert lead, f"no harmless passage first: {text[:80]}"
         assert not any(text.endswith(n) for n in neutral)  # the violation closes the text
-    assert all(sum(n in r.text for n in neutral) >= 3 for r in long)
+    # 8 or more harmless sentences: most such texts run past one 128-token window (LONG_LEAD_IN_SENTENCES)
+    assert all(sum(r.text.count(n) for n in neutral) >= 8 for r in long)
