@@ -34,11 +34,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process ended early:\n{proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(f"{what}: the process ended early:\n{log.read_text()[-8000:] if log else ''}")
         try:
             value = predicate()
             if value:
@@ -80,33 +80,43 @@ def server(tmp_path_factory):
 def test_nightly_deployment_runs_on_a_local_server(server, tmp_path):
     repo = make_project(tmp_path / "project")
     env = {**clean_env(repo), "PREFECT_API_URL": server}
+    # The served flow's own log (a failing task's traceback) goes to a file: a pipe nobody reads would fill
+    # and stall the run, and the file is what a failure message quotes.
+    log_path = tmp_path / "deploy.log"
+    log = open(log_path, "w")
     deploy = subprocess.Popen([str(BIN / "content-moderation"), "deploy"], cwd=repo, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                              stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def trigger_run() -> str:
+        proc = subprocess.run(trigger, cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0 and "Completed" in proc.stdout, (
+            f"{' '.join(trigger)} failed:\n{proc.stdout}\n{proc.stderr}\n"
+            f"the served flow's log (last 8,000 characters):\n{log_path.read_text()[-8000:]}")
+        return proc.stdout
+
+    trigger = [str(BIN / "prefect"), "deployment", "run", "train-flow/nightly", "--watch", "--watch-timeout", "900"]
     try:
         dep = _wait(lambda: (r := httpx.get(f"{server}/deployments/name/train-flow/nightly", timeout=5)).status_code
-                    == 200 and r.json(), 120, "the nightly deployment to register", deploy)
+                    == 200 and r.json(), 120, "the nightly deployment to register", deploy, log_path)
         (schedule,) = dep["schedules"]
         assert schedule["schedule"]["cron"] == "0 3 * * *" and schedule["schedule"]["timezone"] == "UTC"
         assert dep["concurrency_limit"] == 1 or (dep.get("global_concurrency_limit") or {}).get("limit") == 1
 
-        trigger = [str(BIN / "prefect"), "deployment", "run", "train-flow/nightly", "--watch",
-                   "--watch-timeout", "900"]
-        out = sh(repo, *trigger, env=env)
-        assert "Completed" in out, out
+        trigger_run()
         registry = json.loads((repo / "reports/registry.json").read_text())
         assert registry["version"] == "1" and registry["lineage_version"] == "v17"
         assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
 
         # Nothing new: the run finishes from cache and registers nothing.
         before = (repo / "reports/registry.json").stat().st_mtime
-        out = sh(repo, *trigger, env=env)
-        assert "Completed" in out, out
+        trigger_run()
         assert (repo / "reports/registry.json").stat().st_mtime == before
         runs = httpx.post(f"{server}/task_runs/filter",
                           json={"sort": "EXPECTED_START_TIME_DESC", "limit": len(STAGES)}, timeout=10).json()
         assert [r["state"]["name"] for r in runs] == ["Cached"] * len(STAGES)
     finally:
         _stop(deploy)
+        log.close()
 
 
 def test_deploy_without_a_server_says_how_to_start_one(tmp_path):
