@@ -82,9 +82,10 @@ def _read_all(sources: list[Source], params: MergeParams) -> tuple[list[tuple[in
     rows: list[tuple[int, Record]] = []
     rejects: list[RejectedRecord] = []
     per_file = {}
+    seen_ids: dict = {}  # ids are unique across every input: a later copy (lower priority) is a reject
     for source in sources:
         for path in source.files:
-            result = read_records(path, max_reject_fraction=1.0)
+            result = read_records(path, max_reject_fraction=1.0, seen_ids=seen_ids)
             rejects += result.rejects
             per_file[str(path)] = {"records": len(result.records), "rejects": len(result.rejects)}
             rows += [(source.priority, r) for r in result.records]

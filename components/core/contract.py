@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.core.taxonomy import LABELS, split_prefix
+from components.core.taxonomy import AUDIENCES, LABELS, SURFACES, split_prefix
 # The text rules, also imported from here by the other doors (ingest, the CLI).
 from components.core.validity import (  # noqa: F401
     bad_string,
@@ -159,6 +159,11 @@ def validate_record(obj: Any) -> Record:
         raise ContractError(f"metadata must be an object, got {type(metadata).__name__}")
     if not isinstance(metadata.get("source", ""), str) or not metadata.get("source"):
         raise ContractError("metadata.source must name where the record came from (e.g. 'offline')")
+    # merge prefixes an unprefixed text from these: an unknown one must be this line's reject, not the step's crash
+    for key, valid in (("audience", AUDIENCES), ("surface", SURFACES)):
+        value = metadata.get(key)
+        if value not in (None, "") and value not in valid:
+            raise ContractError(f"metadata.{key} {json.dumps(value)[:40]} is not one of {', '.join(valid)}")
 
     return Record(
         id=rid,
@@ -220,12 +225,16 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
                 "re-save the file as UTF-8")
 
 
-def parse_lines(path: Path) -> ReadResult:
-    """Validate every non-blank line of a JSONL file; nothing is raised for a bad line."""
+def parse_lines(path: Path, seen_ids: dict[str, tuple[str, int]] | None = None) -> ReadResult:
+    """Validate every non-blank line of a JSONL file; nothing is raised for a bad line.
+
+    ``seen_ids`` (id -> (file, line)), when given, spans files: an id an earlier file holds is a
+    duplicate here too, and this file's ids are added to it.
+    """
     path = Path(path)
     records: list[Record] = []
     rejects: list[RejectedRecord] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {} if seen_ids is None else seen_ids
     for lineno, line, problem in iter_lines(path):
         if problem:
             rejects.append(RejectedRecord(str(path), lineno, problem, line))
@@ -236,9 +245,11 @@ def parse_lines(path: Path) -> ReadResult:
             rejects.append(RejectedRecord(str(path), lineno, str(exc), line))
             continue
         if record.id in seen:
-            rejects.append(RejectedRecord(str(path), lineno, f"duplicate id {record.id!r} (first on line {seen[record.id]})", line))
+            where, first = seen[record.id]
+            at = f"line {first}" if where == str(path) else f"{where} line {first}"
+            rejects.append(RejectedRecord(str(path), lineno, f"duplicate id {record.id!r} (first on {at})", line))
             continue
-        seen[record.id] = lineno
+        seen[record.id] = (str(path), lineno)
         records.append(record)
     return ReadResult(records, rejects)
 
@@ -248,16 +259,18 @@ def read_records(
     *,
     rejects_path: str | os.PathLike | None = None,
     max_reject_fraction: float = 0.0,
+    seen_ids: dict[str, tuple[str, int]] | None = None,
 ) -> ReadResult:
     """Read a JSONL file of records, writing bad lines to ``rejects_path``.
 
     Raises ``TooManyRejectsError`` when more than ``max_reject_fraction`` of the lines are bad.
     The rejects file is written before the error, so the user can see every bad line.
+    ``seen_ids``: ids already read from other files (see :func:`parse_lines`).
     """
     path = Path(path)
     if not path.exists():
         raise ContractError(f"{path}: no such file; run the step that writes it first (content-moderation status)")
-    result = parse_lines(path)
+    result = parse_lines(path, seen_ids)
     if rejects_path is not None:
         write_jsonl(rejects_path, (r.to_dict() for r in result.rejects))
     if result.rejects and result.reject_fraction > max_reject_fraction:

@@ -312,3 +312,29 @@ def test_records_sharing_a_5gram_with_the_behavioural_suite_never_reach_a_split(
     for name in ("train", "val", "test", "real_test"):
         for r in read_records(tmp_path / f"splits/{name}.jsonl").records:
             assert not r.id.startswith("rev-") and not shares_ngram(r.text, grams), (name, r.text)
+
+
+def test_an_id_two_inputs_share_is_a_reject_of_the_lower_priority_copy(tmp_path, record_factory):
+    """Ids were unique per file only: the same id in two files crashed the merge's near-duplicate index
+    ("The given key already exists") when both copies had the same labels, and otherwise put the id
+    twice into the splits. Now the first copy read (the higher-priority source) wins, the other is a reject."""
+    sources = build_inputs(tmp_path, record_factory)
+    write_records(tmp_path / "in/incoming/a.jsonl", [record_factory("same", unique_text(800, "rev"), ["threats"])])
+    write_records(tmp_path / "in/incoming/b.jsonl", [record_factory("same", unique_text(801, "rev"), ["threats"]),
+                                                     record_factory("pos-spam-1", unique_text(802, "rev"), [])])
+    incoming = Source("incoming", jsonl_files(tmp_path / "in/incoming"), 0)
+    out = tmp_path / "s"
+    stats = merge([incoming, *sources], MergeParams(val_fraction=0.15, test_fraction=0.2, max_reject_fraction=0.05),
+                  out, out / "rejects.jsonl")
+    merged = [r for s in ("train", "val", "test") for r in read_records(out / f"{s}.jsonl").records]
+    ids = Counter(r.id for r in merged)
+    assert ids["same"] == 1 and ids["pos-spam-1"] == 1 and max(ids.values()) == 1
+    by_id = {r.id: r for r in merged}
+    assert by_id["same"].text.endswith(unique_text(800, "rev")) and by_id["pos-spam-1"].labels["spam"] == 0
+    rejects = {(r["file"].rsplit("/", 1)[-1], r["line"]): r["reason"]
+               for r in map(json.loads, (out / "rejects.jsonl").read_text().splitlines())}
+    spam_line = 1 + [json.loads(ln)["id"] for ln in (tmp_path / "in/positives/all.jsonl").read_text().splitlines()
+                     ].index("pos-spam-1")
+    assert stats["inputs"]["rejects"] == 2
+    assert rejects == {("b.jsonl", 1): f"duplicate id 'same' (first on {tmp_path / 'in/incoming/a.jsonl'} line 1)",
+                       ("all.jsonl", spam_line): f"duplicate id 'pos-spam-1' (first on {tmp_path / 'in/incoming/b.jsonl'} line 2)"}

@@ -125,3 +125,31 @@ def test_context_prefix_parsing_and_application():
         ContextPrefix.parse("GENERAL/POST")
     with pytest.raises(ValueError, match="AUDIENCE/SURFACE"):
         ContextPrefix.parse("adult")
+
+
+@pytest.mark.parametrize("metadata, reason", [
+    ({"source": "review", "audience": "KIDS"}, 'metadata.audience "KIDS" is not one of GENERAL, ADULT'),
+    ({"source": "review", "surface": "message"}, 'metadata.surface "message" is not one of BIO'),
+    ({"source": "review", "audience": 3}, "metadata.audience 3 is not one of"),
+])
+def test_an_unknown_audience_or_surface_in_metadata_is_the_line_s_reject(metadata, reason):
+    """merge prefixes an unprefixed text from metadata.audience/surface: an unknown one used to pass the
+    contract and then crash the whole merge (ContextPrefix's ValueError) instead of rejecting one line."""
+    with pytest.raises(ContractError) as exc:
+        validate_record(good(text="hello there", metadata=metadata))
+    assert reason in str(exc.value)
+    assert validate_record(good(metadata={"source": "review", "audience": "ADULT", "surface": "BIO"}))
+    assert validate_record(good(metadata={"source": "review", "audience": None, "surface": ""}))
+
+
+def test_ids_are_unique_across_files_when_the_reader_shares_its_seen_ids(tmp_path):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text(json.dumps(good(id="r0")) + "\n" + json.dumps(good(id="r1")) + "\n")
+    second.write_text(json.dumps(good(id="r2")) + "\n" + json.dumps(good(id="r1")) + "\n")
+    seen: dict = {}
+    assert len(read_records(first, seen_ids=seen).records) == 2
+    result = read_records(second, max_reject_fraction=1.0, seen_ids=seen)
+    assert [r.id for r in result.records] == ["r2"]
+    [reject] = result.rejects
+    assert reject.line == 2 and reject.reason == f"duplicate id 'r1' (first on {first} line 2)"
+    assert not parse_lines(second).rejects  # alone, the second file is fine
