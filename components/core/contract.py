@@ -101,7 +101,10 @@ def parse_json_line(line: str) -> Any:
     try:
         obj = loads_keeping_duplicates(line)
     except json.JSONDecodeError as exc:
-        raise ContractError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+        if "\x00" in line:  # say what it is: zero-filled blocks a crash left, or binary data
+            raise ContractError(f"malformed JSON: NUL byte at column {line.index(chr(0)) + 1}; the file is "
+                                "corrupt (zero-filled by a crash, or binary data): restore or drop the line") from None
+        raise ContractError(f"malformed JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}") from None
     except RecursionError:
         raise ContractError("malformed JSON: nested too deeply") from None
     problem = duplicate_key(obj)
@@ -110,10 +113,19 @@ def parse_json_line(line: str) -> Any:
     return obj
 
 
+def _json_type(value: Any) -> str:
+    """A parsed value's JSON type, as the user wrote it (not Python's: "got _Object", "got NoneType")."""
+    for kind, name in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number"), (Mapping, "an object"),
+                       (list, "an array")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
 def validate_record(obj: Any) -> Record:
     """Check one parsed JSON value against the contract; the error says what is wrong."""
     if not isinstance(obj, Mapping):
-        raise ContractError(f"record must be a JSON object, got {type(obj).__name__}")
+        raise ContractError(f"record must be a JSON object, got {_json_type(obj)}")
     bad = bad_string(obj)
     if bad:
         raise ContractError(bad)
@@ -130,7 +142,7 @@ def validate_record(obj: Any) -> Record:
 
     text = obj["text"]
     if not isinstance(text, str):
-        raise ContractError(f"text must be a string, got {type(text).__name__}")
+        raise ContractError(f"text must be a string, got {_json_type(text)}")
     try:
         _, raw = split_prefix(text)
     except ValueError as exc:
@@ -141,7 +153,7 @@ def validate_record(obj: Any) -> Record:
 
     labels = obj["labels"]
     if not isinstance(labels, Mapping):
-        raise ContractError(f"labels must be an object of the 18 categories, got {type(labels).__name__}")
+        raise ContractError(f"labels must be an object of the 18 categories, got {_json_type(labels)}")
     unknown = set(labels) - _LABEL_SET
     if unknown:
         raise ContractError(f"unknown label(s) {sorted(unknown)}; valid labels: {', '.join(LABELS)}")
@@ -156,7 +168,7 @@ def validate_record(obj: Any) -> Record:
 
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, Mapping):
-        raise ContractError(f"metadata must be an object, got {type(metadata).__name__}")
+        raise ContractError(f"metadata must be an object, got {_json_type(metadata)}")
     if not isinstance(metadata.get("source", ""), str) or not metadata.get("source"):
         raise ContractError("metadata.source must name where the record came from (e.g. 'offline')")
     # merge prefixes an unprefixed text from these: an unknown one must be this line's reject, not the step's crash

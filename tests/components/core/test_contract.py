@@ -153,3 +153,31 @@ def test_ids_are_unique_across_files_when_the_reader_shares_its_seen_ids(tmp_pat
     [reject] = result.rejects
     assert reject.line == 2 and reject.reason == f"duplicate id 'r1' (first on {first} line 2)"
     assert not parse_lines(second).rejects  # alone, the second file is fine
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("\x00" * 12, "malformed JSON: NUL byte at column 1; the file is corrupt"),
+    ('{"id": "a\x00b"}', "malformed JSON: NUL byte at column 10"),
+    ('{"id": "a\x01b"}', "malformed JSON: Invalid control character at column 10"),
+])
+def test_a_nul_byte_is_named_in_the_reason(tmp_path, line, reason):
+    """A crash can leave a file's tail zero-filled: the reason said only 'Expecting value'."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(good()) + "\n" + line + "\n")
+    [reject] = parse_lines(path).rejects
+    assert reject.line == 2 and reject.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"id": "x", "text": {"t": 1}, "labels": make_labels()}, "text must be a string, got an object"),
+    ({"id": "x", "text": None, "labels": make_labels()}, "text must be a string, got null"),
+    (good(metadata=["offline"]), "metadata must be an object, got an array"),
+    (good(labels=True), "labels must be an object of the 18 categories, got a boolean"),
+])
+def test_a_wrong_type_is_named_as_json_names_it(row, reason):
+    """Not Python's names: a parsed object said "got _Object", null "got NoneType"."""
+    from components.core.contract import parse_json_line
+
+    with pytest.raises(ContractError) as exc:
+        validate_record(parse_json_line(json.dumps(row)))
+    assert str(exc.value) == reason
