@@ -6,13 +6,19 @@ optimum exports the stock transformers architectures, and this model's pooling a
 our own module. fp16 goes through onnxruntime's converter (I/O kept fp32), INT8 through
 ``quantize_dynamic``. Each variant's parity with PyTorch is measured on the validation split.
 The output folder holds everything serving needs: ONNX files, tokenizer, classifier.json.
+It is built beside the previous one and replaces it only when complete; a disk that fills up on the
+way is a ``DiskFullError`` saying where, and the previous folder stays as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,56 @@ from components.model.onnx_runtime import OnnxClassifier
 from components.quality.parity import parity
 
 log = logging.getLogger(__name__)
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NO_ROOM = 1 << 20  # bytes: a write that failed with less than this left on its disk ran out of room
+
+
+class DiskFullError(OSError):
+    """The disk filled up while the ONNX folder was written (errno ENOSPC); the previous folder is untouched."""
+
+
+def _mount_point(path: Path) -> Path:
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+@contextlib.contextmanager
+def _full_disk_as_enospc(folder: Path) -> Iterator[None]:
+    """Raise OSError(ENOSPC) for a failure on a full disk, whatever the writer raised.
+
+    Not every writer says so: onnx's C++ writer (the shape-inferred copy quantize_dynamic writes first)
+    cuts its file short without a word and the read after it fails ("Wire format was corrupt"),
+    tokenizers raises a bare Exception, numpy a short write with no errno. What they share is no room
+    left on the disk when they fail; judged here, before the partial folder is removed.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise
+        if shutil.disk_usage(folder).free < _NO_ROOM:
+            raise OSError(errno.ENOSPC, f"No space left on device ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise
+
+
+def _disk_full(out_dir: Path, exc: OSError) -> DiskFullError:
+    """The error to raise once the partial folder is gone: the disk is full, which one, and what is kept."""
+    out_dir = Path(out_dir)
+    mount = _mount_point(out_dir)
+    usage = shutil.disk_usage(mount)
+    previous = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file()) if out_dir.is_dir() else 0
+    kept = (f"the previous export there ({previous / 1e6:.1f} MB) is untouched" if previous
+            else "nothing was left there")
+    return DiskFullError(exc.errno, (
+        f"export: the disk is full: no space left on the file system at {mount} while writing {out_dir} "
+        f"({usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB once the partial export was removed); {kept}. "
+        "The new folder is built beside the previous one, so the disk needs room for both: free space there "
+        f"or point paths.model at a larger disk. The write that failed: {exc.strerror or exc}"))
 
 
 def export_fp32(model: ModerationClassifier, tokenizer, path: Path, opset: int) -> None:
@@ -60,7 +116,17 @@ def export_int8(src: Path, dst: Path) -> None:
 def export(checkpoint: Path, out_dir: Path, val_path: Path, params: ExportParams) -> dict:
     """Write the ONNX folder (all variants, tokenizer, config, parity report); return the report."""
     model, tokenizer = ModerationClassifier.load(checkpoint)
-    with atomic_folder(out_dir) as tmp:
+    try:
+        return _export(model, tokenizer, out_dir, val_path, params, Path(checkpoint))
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise _disk_full(out_dir, exc) from exc
+        raise
+
+
+def _export(model: ModerationClassifier, tokenizer, out_dir: Path, val_path: Path, params: ExportParams,
+            checkpoint: Path) -> dict:
+    with atomic_folder(out_dir) as tmp, _full_disk_as_enospc(tmp):
         export_fp32(model, tokenizer, tmp / VARIANT_FILES["fp32"], params.opset)
         if "fp16" in params.variants:
             export_fp16(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["fp16"])

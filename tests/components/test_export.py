@@ -78,3 +78,66 @@ def test_mean_max_pooling_is_refused_in_head_mode(tiny_splits, tmp_path):
     with pytest.raises(ContractError, match="pooling 'mean_max' needs mode finetune"):
         train(tiny_train_params("head", pooling="mean_max"), tiny_splits / "train.jsonl", tiny_splits / "val.jsonl",
               tmp_path / "ck", tmp_path / "cache")
+
+
+# ------------------------------------------------------------------ a full disk (tests/drills/disk_full.py: a real tmpfs)
+
+
+def _previous_folder(out):
+    out.mkdir()
+    for name, data in (("model.onnx", b"previous graph"), ("classifier.json", b"{}")):
+        (out / name).write_bytes(data)
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_a_full_disk_is_a_disk_full_error_and_the_previous_folder_is_kept(tiny_trained, tiny_splits, tmp_path,
+                                                                          monkeypatch):
+    import errno
+
+    from components import export as export_module
+
+    def fills_up(src, dst):
+        dst.write_bytes(b"\0" * 100)  # the partial file a full disk leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "onnx"
+    before = _previous_folder(out)
+    monkeypatch.setattr(export_module, "export_fp16", fills_up)
+    with pytest.raises(export_module.DiskFullError) as exc:
+        export_module.export(tiny_trained[0] / "checkpoint", out, tiny_splits / "val.jsonl", ExportParams())
+    assert exc.value.errno == errno.ENOSPC
+    assert "the disk is full: no space left on the file system at " in str(exc.value)
+    assert f"while writing {out}" in str(exc.value) and "the previous export there" in str(exc.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert list(tmp_path.iterdir()) == [out]  # the partial folder is gone
+
+
+def test_a_writer_that_hides_a_full_disk_is_reported_as_one_and_other_errors_are_not(tiny_trained, tiny_splits,
+                                                                                   tmp_path, monkeypatch):
+    """onnx's C++ writer (quantize_dynamic's shape-inferred copy) cuts its file short without an error and the
+    read after it fails with DecodeError; tokenizers raises a bare Exception, numpy a short write without errno."""
+    import collections
+    import shutil
+
+    from google.protobuf.message import DecodeError
+
+    from components import export as export_module
+
+    def silent(src, dst):
+        dst.write_bytes(b"\x08")
+        raise DecodeError("Error parsing message with type 'onnx.ModelProto': Wire format was corrupt")
+
+    out = tmp_path / "onnx"
+    before = _previous_folder(out)
+    monkeypatch.setattr(export_module, "export_int8", silent)
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: collections.namedtuple("u", "total used free")(10**9, 10**9, 512))
+    with pytest.raises(export_module.DiskFullError, match="Wire format was corrupt") as exc:
+        export_module.export(tiny_trained[0] / "checkpoint", out, tiny_splits / "val.jsonl", ExportParams())
+    assert "the disk is full" in str(exc.value) and isinstance(exc.value.__cause__.__cause__, DecodeError)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and list(tmp_path.iterdir()) == [out]
+
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)  # room on the disk: the error is what it is
+    with pytest.raises(DecodeError):
+        export_module.export(tiny_trained[0] / "checkpoint", out, tiny_splits / "val.jsonl", ExportParams())
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and list(tmp_path.iterdir()) == [out]
