@@ -11,9 +11,13 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.core.contract import write_json
 from components.core.params import Params
+
+if TYPE_CHECKING:
+    from components.generation import MapFn
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +28,19 @@ def _report(root: Path, params: Params, stage: str, stats: dict, started: float,
     return stats
 
 
-def generate_positives(root: Path, params: Params) -> dict:
+def generate_positives(root: Path, params: Params, map_fn: MapFn | None = None) -> dict:
     from components.generate_positives import generate_positives as run
 
     t = time.perf_counter()
-    return _report(root, params, "generate-positives", run(params.generate, root / params.paths.positives), t)
+    stats = run(params.generate, root / params.paths.positives, map_fn=map_fn)
+    return _report(root, params, "generate-positives", stats, t)
 
 
-def generate_negatives(root: Path, params: Params) -> dict:
+def generate_negatives(root: Path, params: Params, map_fn: MapFn | None = None) -> dict:
     from components.generate_negatives import generate_negatives as run
 
     t = time.perf_counter()
-    stats = run(params.generate, root / params.paths.negatives, root / params.paths.innocuous)
+    stats = run(params.generate, root / params.paths.negatives, root / params.paths.innocuous, map_fn=map_fn)
     return _report(root, params, "generate-negatives", stats, t)
 
 
@@ -147,6 +152,9 @@ def report(root: Path, params: Params) -> dict:
     stats["path"] = f"{params.paths.reports}/report.html"
     return _report(root, params, "report", stats, t, folder=params.paths.reports)
 
+
+# The steps that take a ``map_fn`` and can run in parts (one per category) on a task runner.
+FAN_OUT_STEPS = ("generate-positives", "generate-negatives")
 
 # The function of each dvc.yaml stage, by name; the order of the stages is dvc.yaml's
 # (flows.dvc_state.stage_names). tests/flows/test_stages.py checks that the two name the same stages.

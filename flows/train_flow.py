@@ -31,6 +31,8 @@ from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from flows.settings import apply_defaults, find_root
+from flows.stages import FAN_OUT_STEPS
+from flows.task_runners import FanOut, session
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +91,19 @@ def _key_from_parameters(context, parameters: dict[str, Any]) -> str:
 
 
 @task(persist_result=True, result_serializer="json", cache_key_fn=_key_from_parameters)
-def run_step(stage: str, cache_key: str, root: str) -> dict:
-    """Run one DAG step on params.yaml, then record it with DVC (`dvc commit`)."""
+def run_step(stage: str, cache_key: str, root: str, fan_out: FanOut | None = None) -> dict:
+    """Run one DAG step on params.yaml, then record it with DVC (`dvc commit`).
+
+    ``fan_out``: where a fanned-out step's parts run (flows/task_runners.py); not part of the cache key,
+    since the outputs are the same wherever they ran.
+    """
     from components.core.params import load_params
     from flows import dvc_state
-    from flows.stages import STAGES
+    from flows.stages import FAN_OUT_STEPS, STAGES
 
     path = Path(root)
-    stats = STAGES[stage](path, load_params(path / "params.yaml"))
+    map_fn = fan_out.map_fn(stage) if fan_out is not None and stage in FAN_OUT_STEPS else None
+    stats = STAGES[stage](path, load_params(path / "params.yaml"), **({"map_fn": map_fn} if map_fn else {}))
     dvc_state.record(path, stage)
     return stats
 
@@ -138,6 +145,9 @@ def train_flow(
     to_step: str | None = None,
     force: list[str] | None = None,
     lock_timeout: float = 0,
+    task_runner: str = "default",
+    dask_workers: int = 2,
+    dask_address: str | None = None,
 ) -> dict:
     """Generate → perturb → ingest → merge → train → export → evaluate → benchmark-env → register → report.
 
@@ -146,6 +156,10 @@ def train_flow(
         to_step: stop after this step (running only what it needs).
         force: steps to rerun even if current (their downstream reruns only if outputs change).
         lock_timeout: seconds to wait for another run holding the checkout (0: fail at once).
+        task_runner: ``default``, or ``dask``: the generation steps run one Prefect task per category
+            on a Dask task runner (flows/task_runners.py); the outputs are the same bytes.
+        dask_workers: processes of the local Dask cluster (``task_runner="dask"`` without an address).
+        dask_address: a running Dask scheduler to use instead of a local cluster.
     """
     from flows import dvc_state
 
@@ -153,13 +167,16 @@ def train_flow(
     project = Path(root).resolve() if root else find_root()
     apply_defaults(project)
     force = list(force or [])
+    fan_out = FanOut(task_runner, dask_workers, dask_address)
     names = dvc_state.stage_names(project)
     unknown = [s for s in [*force, *([to_step] if to_step else [])] if s not in names]
     if unknown:
         raise ValueError(f"unknown step(s) {unknown}; steps: {', '.join(names)}")
     summary: dict[str, dict] = {}
-    with pipeline_lock(project, lock_timeout):
-        for stage in select_steps(project, to_step):
+    steps = select_steps(project, to_step)
+    last_fanned_out = max((i for i, s in enumerate(steps) if s in FAN_OUT_STEPS), default=-1)
+    with pipeline_lock(project, lock_timeout), session(fan_out) as fan_out_session:
+        for i, stage in enumerate(steps):
             t0 = time.perf_counter()
             key = dvc_state.stage_key(project, stage)
             current = dvc_state.is_current(project, stage) and stage not in force
@@ -174,16 +191,21 @@ def train_flow(
                 retry_jitter_factor=0.5 if stage in NETWORK_STEPS else None,
                 retry_condition_fn=_worth_retrying,
             )
-            state = step(stage=stage, cache_key=key, root=str(project), return_state=True)
+            state = step(stage=stage, cache_key=key, root=str(project), fan_out=fan_out, return_state=True)
             summary[stage] = {"state": state.name, "seconds": round(time.perf_counter() - t0, 2), "key": key}
             logger.info("%s: %s (%.1f s)", stage, state.name, summary[stage]["seconds"])
+            if i == last_fanned_out:
+                fan_out_session.close()  # the Dask cluster is not kept through training
             if not state.is_completed():
                 state.result()  # raises the step's error; finished steps are committed, a rerun resumes
     return summary
 
 
-def run_in_process(root: Path, to_step: str | None = None, force: list[str] | None = None) -> dict:
+def run_in_process(root: Path, to_step: str | None = None, force: list[str] | None = None,
+                   fan_out: FanOut | None = None) -> dict:
     """Run train-flow in this process (an ephemeral Prefect API unless PREFECT_API_URL is set)."""
     apply_defaults(root)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    return train_flow(root=str(root), to_step=to_step, force=force)
+    fan_out = fan_out or FanOut()
+    return train_flow(root=str(root), to_step=to_step, force=force, task_runner=fan_out.task_runner,
+                      dask_workers=fan_out.dask_workers, dask_address=fan_out.dask_address)

@@ -97,6 +97,8 @@ class _StandIn:
         self.ok_limit: int | None = None  # after this many good answers, every request fails (a dying server)
         self.ok = 0
         self.delay_s = 0.0
+        self.in_flight = 0  # requests being answered now, and the most at once (for the fan-out benchmark)
+        self.max_in_flight = 0
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -153,9 +155,15 @@ class _StandIn:
                          "headers": {k.lower(): v for k, v in self.headers.items()}}
                 with standin.lock:
                     standin.log.append(entry)
-                if standin.delay_s:
-                    time.sleep(standin.delay_s)
-                status, payload, headers = standin.route(method, self.path, body)
+                    standin.in_flight += 1
+                    standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
+                try:
+                    if standin.delay_s:
+                        time.sleep(standin.delay_s)
+                    status, payload, headers = standin.route(method, self.path, body)
+                finally:
+                    with standin.lock:
+                        standin.in_flight -= 1
                 entry["status"] = status
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:

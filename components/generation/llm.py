@@ -75,25 +75,23 @@ class LLMBackend:
         """Fetch every job of a step together (one batch, or one pool of concurrent requests)."""
         self._run([j for j in jobs if j.count > 0 and j not in self._states])
 
-    def report(self, jobs: list[Job]) -> dict:
-        """``{"stats": ..., "rejects": [...]}`` of the jobs this backend ran: the step's ``llm``
-        statistics (totals and ``per_category``; tokens, USD) and one row per rejected example or answer."""
+    def llm_meta(self) -> dict:
+        """What the step's ``llm`` statistics say of this backend besides its counters."""
+        return {"backend": self.name, "model": self.dialect.model, "cache_dir": str(self.cache.root),
+                "priced": self.price is not None}
+
+    def tallies(self, jobs: list[Job]) -> tuple[dict[str, Tally], list[dict]]:
+        """The counters of the jobs this backend ran, per category (``innocuous`` for the innocuous
+        job), and one row per rejected example or answer, in job order."""
         per_category: dict[str, Tally] = {}
-        total = Tally()
         rejects = []
         for job in jobs:
             st = self._states.get(job)
             if st is None:
                 continue
             per_category.setdefault(job.category or "innocuous", Tally()).add(st.tally)
-            total.add(st.tally)
             rejects.extend(st.rejects)
-        stats = {
-            "backend": self.name, "model": self.dialect.model, "cache_dir": str(self.cache.root),
-            "priced": self.price is not None, **total.to_dict(),
-            "per_category": {c: t.to_dict() for c, t in per_category.items()},
-        }
-        return {"stats": stats, "rejects": rejects}
+        return per_category, rejects
 
     # -- rounds
 

@@ -165,12 +165,23 @@ def run(
     from_step: Annotated[Optional[str], typer.Option("--from", help="Rerun this step even if current; what it changes reruns after it.")] = None,
     to_step: Annotated[Optional[str], typer.Option("--to", help="Stop after this step (and run only what it needs).")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", help="Reproduce a lineage version (v1..v16): writes its param overrides into params.yaml first.")] = None,
+    task_runner: Annotated[str, typer.Option("--task-runner", help="default, or dask: the generation steps run one "
+                                             "Prefect task per category on a Dask task runner.")] = "default",
+    dask_workers: Annotated[int, typer.Option("--dask-workers", help="dask: processes of the local cluster.")] = 2,
+    dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="dask: a running scheduler "
+                                                         "(tcp://host:8786) instead of a local cluster.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run train-flow in this process on an ephemeral Prefect: only stale steps run; a second run is all cached."""
     root = setup(verbose)  # before Prefect is imported: it reads PREFECT_HOME once
     from components.tracking import TrackingError
+    from flows.task_runners import FanOut
     from flows.train_flow import PipelineBusyError, run_in_process
+
+    try:
+        fan_out = FanOut(task_runner, dask_workers, dask_address)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
     names = stage_names(root)
     for step in (from_step, to_step):
@@ -180,7 +191,7 @@ def run(
         _apply_experiment(root, experiment)
     params = project_params(root)  # validate before starting Prefect
     try:
-        summary = run_in_process(root, to_step=to_step, force=[from_step] if from_step else None)
+        summary = run_in_process(root, to_step=to_step, force=[from_step] if from_step else None, fan_out=fan_out)
     except (PipelineBusyError, TrackingError, ValueError, FileNotFoundError) as exc:
         raise fail(f"{exc}\nSteps that finished are kept and committed; run again to resume.") from None
     console.print("train-flow:", highlight=False)

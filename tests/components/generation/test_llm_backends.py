@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from components.core.contract import read_records
 from components.generate_negatives import generate_negatives
-from components.generate_positives import generate_positives, make_backend
+from components.generate_positives import generate_positives
+from components.generation import make_backend
 from components.generation.base import Job
 from components.generation.answers import Answer, validate_answer
 from components.generation.cache import ResponseCache, request_key
