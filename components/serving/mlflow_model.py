@@ -161,11 +161,15 @@ def log_release_model(release_dir: str | os.PathLike, name: str = "model"):
     with tempfile.TemporaryDirectory(prefix="release-") as staging:
         if release_dir.name != RELEASE_ARTIFACT:  # MLflow names the copy after the folder: always release/
             release_dir = Path(shutil.copytree(release_dir, Path(staging) / RELEASE_ARTIFACT))
+        # The package's sources only: bytecode is interpreter-specific, and a .pyc another process is
+        # writing beside them (a temporary file renamed into place) would vanish under MLflow's copy.
+        code = shutil.copytree(Path(components.__file__).parent, Path(staging) / "code" / "components",
+                               ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=ModerationModel(),
             artifacts={RELEASE_ARTIFACT: str(release_dir)},
-            code_paths=[str(Path(components.__file__).parent)],
+            code_paths=[str(code)],
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),

@@ -150,6 +150,7 @@ def test_the_version_is_an_mlflow_model_with_signature_example_and_release_folde
     assert {p.name for p in (path / "artifacts" / "release").iterdir()} >= {
         "model.onnx", "tokenizer.json", "classifier.json", "thresholds.json", "manifest.json"}
     assert (path / "code" / "components" / "serving" / "moderate.py").is_file()
+    assert not list((path / "code").rglob("__pycache__")) and not list((path / "code").rglob("*.pyc"))
     requirements = (path / "requirements.txt").read_text().split()
     assert "wordsegment==1.3.1" in requirements and any(r.startswith("onnxruntime==") for r in requirements)
     inputs = info.signature.inputs
