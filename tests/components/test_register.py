@@ -91,3 +91,84 @@ def test_register_needs_evaluate_first(project):
         register(Params(), {}, tracking_uri=project["uri"], reports_dir=project["reports"],
                  release_dir=project["release"], dvc_lock=project["root"] / "dvc.lock", code_root=project["root"])
     assert json.loads((project["release"] / "manifest.json").read_text()) == {"served_variant": "int8"}
+
+
+# --- an attempt cut short (kill -9, the store lost part way) is not recorded twice ---------------------
+
+
+def _runs(uri) -> list:
+    from mlflow.entities import ViewType
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("register-test")
+    return list(client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)) if exp else []
+
+
+def _versions(uri) -> list[str]:
+    return sorted(str(v.version) for v in mlflow.MlflowClient(uri).search_model_versions(f"name = '{MODEL}'"))
+
+
+def test_an_attempt_cut_short_before_its_version_is_deleted_and_recorded_again(project, monkeypatch):
+    import components.tracking.runs as runs
+
+    def lost(*_a, **_k):
+        raise tracking.TrackingError("the store went away")
+
+    report = make_report(macro_f1=0.9)
+    with monkeypatch.context() as m:  # logging stops half way and the run cannot even be marked FAILED
+        m.setattr(runs, "report_metrics", lost)
+        m.setattr(mlflow.MlflowClient, "set_terminated", lost)
+        with pytest.raises(tracking.TrackingError):
+            _register(project, report)
+    (left,) = _runs(project["uri"])
+    assert left.info.status == "RUNNING" and left.data.tags["lineage.version"] == "v17"
+
+    out = _register(project, report)
+    assert out["version"] == "1" and out["promoted"] and out["lineage_version"] == "v17"
+    runs_now = {r.info.run_id: r for r in _runs(project["uri"])}
+    assert runs_now[left.info.run_id].info.lifecycle_stage == "deleted"  # no lineage version taken, nothing twice
+    (active,) = [r for r in runs_now.values() if r.info.lifecycle_stage == "active"]
+    assert active.info.run_id == out["run_id"] and active.info.status == "FINISHED"
+    assert _versions(project["uri"]) == ["1"]
+    assert _register(project, make_report(macro_f1=0.91, champion=_judged(project["uri"])))["lineage_version"] == "v18"
+
+
+def test_an_attempt_cut_short_after_its_version_resumes_from_it(project, monkeypatch):
+    report = make_report(macro_f1=0.9)
+    with monkeypatch.context() as m:  # killed between registering the version and applying the verdict
+        m.setattr(tracking, "apply_gate", lambda *a, **k: (_ for _ in ()).throw(tracking.TrackingError("killed")))
+        with pytest.raises(tracking.TrackingError):
+            _register(project, report)
+    assert _versions(project["uri"]) == ["1"] and tracking.champion(project["uri"], MODEL, retry=FAST) is None
+
+    out = _register(project, report)
+    assert (out["version"], out["promoted"], out["champion"]["version"]) == ("1", True, "1")
+    assert _versions(project["uri"]) == ["1"] and len(_runs(project["uri"])) == 1
+    assert mlflow.MlflowClient(project["uri"]).get_run(out["run_id"]).data.tags["registry.version"] == "1"
+
+
+def test_killed_after_champion_moved_the_rerun_reads_the_decision_back(project, monkeypatch):
+    import components.tracking.registry as registry
+
+    report = make_report(macro_f1=0.9)
+    with monkeypatch.context() as m:  # the alias moved; the run's own tags were never written
+        m.setattr(registry, "_set_run_tags", lambda *a, **k: (_ for _ in ()).throw(tracking.TrackingError("killed")))
+        with pytest.raises(tracking.TrackingError):
+            _register(project, report)
+    assert tracking.champion(project["uri"], MODEL, retry=FAST)["version"] == "1"
+
+    out = _register(project, report)
+    assert (out["version"], out["promoted"]) == ("1", True)  # not "stays candidate, rerun evaluate" for a version 2
+    assert out["reasons"][0] == "gate: all 24 checks passed"
+    assert _versions(project["uri"]) == ["1"] and len(_runs(project["uri"])) == 1
+
+
+def test_registering_unchanged_outputs_again_records_nothing_new(project):
+    report = make_report(macro_f1=0.9)
+    first = _register(project, report)
+    again = _register(project, report)  # `run --from register` with nothing changed
+    assert {k: again[k] for k in ("run_id", "version", "lineage_version", "promoted", "reasons")} == {
+        k: first[k] for k in ("run_id", "version", "lineage_version", "promoted", "reasons")}
+    assert _versions(project["uri"]) == ["1"] and len(_runs(project["uri"])) == 1
+    # a new evaluation is a new registration
+    assert _register(project, make_report(macro_f1=0.91, champion=_judged(project["uri"])))["version"] == "2"
