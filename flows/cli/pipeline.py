@@ -31,7 +31,8 @@ def stage(
     try:
         with pipeline_lock(root):
             stats = STAGES[name](root, params)
-    except (ContractError, ValueError, FileNotFoundError, TrackingError, PipelineBusyError) as exc:
+    except (ContractError, ValueError, OSError, TrackingError, PipelineBusyError) as exc:
+        # OSError: a full disk (export's DiskFullError), a path that is a file, a missing input: its message names it
         raise fail(f"{name}: {exc}") from None
     console.print(f"[green]{name}[/] done in {stats['seconds']}s", highlight=False)
 
@@ -192,7 +193,7 @@ def run(
     params = project_params(root)  # validate before starting Prefect
     try:
         summary = run_in_process(root, to_step=to_step, force=[from_step] if from_step else None, fan_out=fan_out)
-    except (PipelineBusyError, TrackingError, ValueError, FileNotFoundError) as exc:
+    except (PipelineBusyError, TrackingError, ValueError, OSError) as exc:
         raise fail(f"{exc}\nSteps that finished are kept and committed; run again to resume.") from None
     console.print("train-flow:", highlight=False)
     for name, info in summary.items():

@@ -42,3 +42,20 @@ def test_review_names_the_valid_choices():
 def test_unknown_stage_lists_the_stages():
     result = runner.invoke(app, ["stage", "train-everything"])
     assert result.exit_code == 1 and "stages: generate-positives" in result.output
+
+
+def test_a_step_that_cannot_write_its_output_is_one_clear_line(tmp_path):
+    """An OSError of a step (a full disk, a path that is a file) ends the command with its message, no traceback."""
+    import subprocess
+
+    from tests.project import BIN, clean_env, make_project
+
+    repo = make_project(tmp_path / "p")
+    (repo / "data/generated").mkdir(parents=True, exist_ok=True)
+    (repo / "data/generated/positives").write_text("a file where the step writes a folder\n")
+    for cmd in (["stage", "generate-positives"], ["run", "--to", "generate-positives"]):
+        proc = subprocess.run([str(BIN / "content-moderation"), *cmd], cwd=repo, env=clean_env(repo),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "error:" in proc.stderr and "File exists" in proc.stderr and "data/generated/positives" in proc.stderr
+        assert "Traceback" not in proc.stderr.split("error:")[-1]
