@@ -119,7 +119,8 @@ class OnnxClassifier:
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32, normalize: bool = True) -> np.ndarray:
         """Scores ``[len(texts), 18]`` (float32, ``LABELS`` order): each text normalised, cut into the
         model's windows (:class:`components.model.windows.TextWindows`), a category's score the
-        highest over its windows. ``normalize=False`` is for measuring the normalisation only."""
+        highest over its windows. ``normalize=False``: the texts are normalised already
+        (``components.text.normalize.normalize_text``, idempotent), or the normalisation is being measured."""
         windows, owners = self.windows.expand(texts, normalize)
         out = np.zeros((len(windows), len(LABELS)), dtype=np.float32)
         for idx in length_sorted_batches([len(t) for t in windows], batch_size):
@@ -136,10 +137,11 @@ class OnnxClassifier:
         """A text as the model saw it in training: with a context prefix (:func:`components.core.taxonomy.place`)."""
         return place(text, context)[0]
 
-    def languages(self, texts: Sequence[str]) -> list[LanguageVerdict]:
+    def languages(self, texts: Sequence[str], normalized: bool = False) -> list[LanguageVerdict]:
         """Each text's language verdict (:func:`components.text.language.identify`) against the
-        languages this model was trained on (``classifier.json`` ``languages``)."""
-        return identify(texts, supported=self.config.languages)
+        languages this model was trained on (``classifier.json`` ``languages``); ``normalized``: the
+        texts are normalised already."""
+        return identify(texts, supported=self.config.languages, normalized=normalized)
 
     def flags(self, probs: np.ndarray, verdicts: Sequence[LanguageVerdict] | None = None) -> list[list[Flag]]:
         """The categories over their tuned threshold, most severe first, for each row of probabilities.

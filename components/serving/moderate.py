@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from components.text.normalize import normalize_text
 from components.core.taxonomy import AUDIENCES, LABELS, ContextPrefix, category, place
 from components.model.onnx_runtime import Flag, OnnxClassifier
 from components.text.language import NO_CONTENT, LanguageVerdict
@@ -128,8 +129,9 @@ def moderate(model: OnnxClassifier, texts: Sequence[str],
     policy = policy or default_policy()
     placed = [place(t, c) for t, c in zip(texts, contexts)]
     inputs = [p[0] for p in placed]
-    verdicts = model.languages(inputs)
-    probs = model.predict_proba(inputs, batch_size=batch_size)
+    normalized = [normalize_text(i) for i in inputs]  # once: the language verdict and the scores both read it
+    verdicts = model.languages(normalized, normalized=True)
+    probs = model.predict_proba(normalized, batch_size=batch_size, normalize=False)
     flags = model.flags(probs, verdicts)
     return [Result(text=t, input=inp, context=ctx, scores=dict(zip(LABELS, map(float, row))), flags=hits,
                    action=policy.decide(hits, ctx, verdict), language=verdict)

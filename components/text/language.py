@@ -55,15 +55,15 @@ def _detector():
 
 
 def identify(texts: Iterable[str], supported: Sequence[str] = ("en",), min_confidence: float = 0.8,
-             min_letters: int = 12) -> list[LanguageVerdict]:
-    """One :class:`LanguageVerdict` per text (normalised first, its context prefix set aside).
+             min_letters: int = 12, normalized: bool = False) -> list[LanguageVerdict]:
+    """One :class:`LanguageVerdict` per text (normalised first unless ``normalized``, its context prefix set aside).
 
     ``supported``: ISO 639-1 codes the model was trained on. A text gets another language only
     with at least ``min_letters`` letters and lingua's confidence at least ``min_confidence``.
     """
     out = []
     for text in texts:
-        _, raw = split_prefix(normalize_text(text))
+        _, raw = split_prefix(text if normalized else normalize_text(text))
         if sum(ch.isalnum() for ch in raw) < 2:
             out.append(LanguageVerdict(NO_CONTENT, 0.0, False))
             continue

@@ -43,6 +43,22 @@ def test_scores_flags_and_languages_are_the_runtimes_own(folder):
     assert [r.language.language for r in results][2:] == ["zxx", "es"]
 
 
+def test_one_normalisation_gives_what_each_part_gives_on_its_own(folder):
+    """moderate() normalises once and hands the result to the language verdict and the scores; the same as
+    each normalising the raw input itself, for every kind of disguise normalisation undoes."""
+    model = _model(folder, {"threats": 0.0})
+    texts = ["\uff29 \uff41\uff4d going to hurt you",                 # fullwidth
+             "I am g\u200boing to h\u200curt y\u2060ou",                 # zero-width and word joiner
+             "I \u0430m going to hurt \u0443ou",                         # Cyrillic look-alikes
+             "I   am\tgoing\n\nto hurt\u00a0you",                      # whitespace of every kind
+             "[ADULT][MESSAGE] \uff48\uff55\uff52\uff54 you",           # a context prefix before fullwidth
+             "\u200b\u200b", "caf\u0065\u0301 ol\u00e9 " * 40]            # contentless; combining marks, long
+    results = moderate(model, texts)
+    inputs = [r.input for r in results]
+    np.testing.assert_allclose(score_matrix(results), model.predict_proba(inputs), atol=1e-6)
+    assert [r.language for r in results] == model.languages(inputs)
+
+
 def test_the_action_follows_the_policy_table(folder):
     policy = default_policy()
     cases = [({"threats": 0.0}, "GENERAL", "remove"),            # critical
