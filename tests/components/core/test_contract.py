@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -114,6 +115,36 @@ def test_atomic_write_keeps_old_content_when_interrupted(tmp_path):
             raise KeyboardInterrupt
     assert path.read_text() == "old"
     assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_write_killed_part_way_leaves_a_temporary_the_next_write_removes(tmp_path, kind):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from components.core.contract import atomic_folder
+
+    target = tmp_path / ("f.jsonl" if kind == "file" else "onnx")
+    half = ("with atomic_write(target) as fh:\n    fh.write('half'); fh.flush(); os.kill(os.getpid(), 9)" if kind == "file"
+            else "with atomic_folder(target) as d:\n    (d / 'model.onnx').write_text('half'); os.kill(os.getpid(), 9)")
+    code = (f"import os; from pathlib import Path; from components.core.contract import atomic_write, atomic_folder\n"
+            f"target = Path({str(target)!r})\n{half}\n")
+    killed = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3])
+    assert killed.returncode == -9
+    (left,) = [p for p in tmp_path.iterdir() if p.name.startswith(f".{target.name}.")]  # nothing could clean up
+    assert not target.exists()
+
+    live = tmp_path / (f".{target.name}.{os.getppid()}.abcd1234" + (".tmp" if kind == "file" else ""))
+    live.mkdir() if kind == "folder" else live.write_text("a live writer's")  # another writer, alive, mid-write
+    if kind == "file":
+        with atomic_write(target) as fh:
+            fh.write("whole")
+    else:
+        with atomic_folder(target) as d:
+            (d / "model.onnx").write_text("whole")
+    assert not left.exists() and live.exists()  # the dead writer's temporary removed, the live one's kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
 
 
 def test_context_prefix_parsing_and_application():
