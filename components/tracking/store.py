@@ -119,9 +119,30 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
+def _answers(uri: str) -> bool:
+    """Whether the tracking server at ``uri`` answers its health check now (within 3 s)."""
+    try:
+        import requests
+
+        return requests.get(uri.rstrip("/") + "/health", timeout=3).status_code == 200
+    except Exception:
+        return False
+
+
 def _unavailable(uri: str, what: str, attempts: int, exc: BaseException) -> TrackingError:
     shown = redact_uri(uri)
     detail = str(exc).splitlines()[0][:400] if str(exc) else type(exc).__name__
+    if uri.startswith(("http://", "https://")) and _answers(uri):
+        # the server is up and failed the request itself (5xx): a store behind it is what is down
+        artifacts = "artifact" in what.lower() or "mlflow-artifacts" in detail
+        behind = ("its artifact store (the bucket or folder of `mlflow server --artifacts-destination`, e.g. S3)"
+                  if artifacts else "its database (`--backend-store-uri`) or its artifact store (e.g. S3)")
+        return TrackingError(
+            f"MLflow tracking server {shown} answers, but {what} failed on the server after {attempts} attempt(s): "
+            f"{detail}. A store behind the server is unavailable: {behind}. Fix: see the tracking server's log, "
+            f"bring that store back and run again. The pipeline's outputs are kept on disk (reports/, models/); "
+            f"record them again once the store is back."
+        )
     if uri.startswith(("http://", "https://")):
         fix = (
             f"start the tracking server (e.g. `mlflow server --host 127.0.0.1 --backend-store-uri "

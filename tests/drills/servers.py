@@ -28,7 +28,9 @@ worker) and the tiny pipeline through ``content-moderation run``:
 - (b) as in the light form (the SQLite store is the checkout's own: there is no server to it), and a
   lock from the middle of register's logging until its retries give up (about 100 s: 4 attempts of
   20 s busy timeout): a clear error saying the database is locked; after the lock, a rerun registers;
-- (c) the S3 server stopped before register logs its artifacts (the tracking server and PostgreSQL up);
+- (c) the S3 server stopped before register logs its artifacts (the tracking server and PostgreSQL up):
+  the error names the artifact store behind the server (the server itself answers), no version is
+  registered, the failed run is deleted by the rerun once S3 is back;
 - (d) the Prefect server stopped and restarted on its port (same PostgreSQL database) while a
   deployment run of train-flow is running evaluate in the process worker; then another deployment run.
 """
@@ -504,7 +506,10 @@ def full(workdir: Path) -> dict:
         down = cli(repo, env, "run")
         c.update({"rc": down.returncode, "failed_after_s": round(time.monotonic() - t, 1),
                   "error": _error_line(down.stderr),
-                  "clear": down.returncode == 1 and "kept on disk" in down.stderr,
+                  # the tracking server is up: the error names the store behind it, not a server to start
+                  "clear": down.returncode == 1 and f"tracking server {uri} answers" in down.stderr
+                           and "its artifact store" in down.stderr and "start the tracking server" not in down.stderr
+                           and "kept on disk" in down.stderr,
                   "outputs_kept": digest(repo / "reports", repo / "models/moderation/release") == before,
                   "left_by_the_failure": _left(store_state(uri))})
         # moto keeps its objects in memory: the restarted server is empty and gets the bucket again

@@ -229,3 +229,48 @@ def test_transient_errors_are_retried_others_are_not():
     assert len(calls) == 3
     with pytest.raises(MlflowException):
         store.call("get", lambda: (_ for _ in ()).throw(MlflowException("x", error_code=RESOURCE_DOES_NOT_EXIST)))
+
+
+def test_a_server_that_answers_but_fails_names_the_store_behind_it(monkeypatch):
+    """The tracking server is up and answers 500 (its S3 artifact store or its database is down): the
+    error says so, instead of telling to start a server that is running."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlflow.exceptions import MlflowException
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            self.send_response(200 if self.path == "/health" else 500)
+            self.end_headers()
+            self.wfile.write(b"OK" if self.path == "/health" else b"boto3: could not connect to the endpoint")
+
+        do_GET = do_POST = do_PUT = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(TrackingError) as info:
+            champion(uri, retry=FAST)  # every API call answers 500
+        message = str(info.value)
+        assert f"tracking server {uri} answers" in message and "its database" in message
+        assert "start the tracking server" not in message and "kept on disk" in message
+
+        store = object.__new__(Store)
+        store.uri, store.retry = uri, FAST
+        upload = MlflowException(f"API request to {uri}/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/metrics.json "
+                                 "failed with exception HTTPConnectionPool: Max retries exceeded with url "
+                                 "(Caused by ResponseError('too many 500 error responses'))")
+        with pytest.raises(TrackingError) as info:
+            store.call("log_artifact", lambda: (_ for _ in ()).throw(upload))
+        message = str(info.value)
+        assert "log_artifact failed on the server after 3 attempt(s)" in message
+        assert "its artifact store" in message and "--artifacts-destination" in message
+        assert "start the tracking server" not in message
+    finally:
+        server.shutdown()
