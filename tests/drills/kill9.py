@@ -358,6 +358,7 @@ def run(workdir: Path, light: bool, seed: int = SEED) -> dict:
         finished: set[str] = set()
         before = registry_state(repo)
         ep_kills = []
+        ep_moves = 0
         carry: list[str] = []
         last_steps: dict[str, str] = {}
         while True:
@@ -421,6 +422,7 @@ def run(workdir: Path, light: bool, seed: int = SEED) -> dict:
             lost.extend(f"kill {len(kills)}: {p}" for p in problems)
             if state["champion"] != prev_state["champion"]:
                 champion_moves += 1
+                ep_moves += 1
             prev_state = state
         # the episode's end: the same outputs as the uninterrupted run, everything current, recorded once;
         # a kill's temporaries (it could not clean up) are gone: the rerun's writes of the same paths removed them
@@ -437,9 +439,9 @@ def run(workdir: Path, light: bool, seed: int = SEED) -> dict:
         metrics = json.loads((repo / "reports/metrics.json").read_text())
         new_versions = [v for v in state["versions"] if v not in before["versions"]]
         new_runs = [x for x in state["runs"] if x["run_id"] not in {y["run_id"] for y in before["runs"]}]
-        moved = state["champion"] != prev_state["champion"]
-        if moved:
+        if state["champion"] != prev_state["champion"]:
             champion_moves += 1
+            ep_moves += 1
         data_now = lock_hashes(repo, DATA_STEPS)
         expected_lineage = f"v{17 + ep_index}"
         gate_passed = bool(metrics["gate"]["passed"])
@@ -453,7 +455,7 @@ def run(workdir: Path, light: bool, seed: int = SEED) -> dict:
             "registry_json_names_it": bool(new_versions) and registry["version"] == new_versions[-1]["version"]
                                       and registry["run_id"] == new_versions[-1]["run_id"],
             "lineage_next_in_line": registry["lineage_version"] == expected_lineage,
-            "champion_moved_iff_gate_passed": (state["champion"] != before["champion"]) == gate_passed
+            "champion_moved_iff_gate_passed": ep_moves == (1 if gate_passed else 0)
                                               and registry["promoted"] == gate_passed
                                               and (not gate_passed or state["champion"] == registry["version"]),
             "registry_invariants": not registry_problems(state, gate_can_pass),
@@ -462,7 +464,8 @@ def run(workdir: Path, light: bool, seed: int = SEED) -> dict:
             if not ok:
                 lost.append(f"episode {ep_index + 1}: {name} failed")
         episodes.append({"episode": ep_index + 1, "params": params, "kills": len(ep_kills), "runs_to_finish": len(ep_kills) + 1,
-                         "gate_passed": gate_passed, "champion": state["champion"], "new_versions": [v["version"] for v in new_versions],
+                         "gate_passed": gate_passed, "champion": state["champion"], "champion_moves": ep_moves,
+                         "new_versions": [v["version"] for v in new_versions],
                          "new_runs": [{"lineage": x["lineage"], "status": x["status"], "stage": x["stage"]} for x in new_runs],
                          "lineage_version": registry["lineage_version"], "checks": checks,
                          "reference_s": reference["seconds"]})
