@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from moderation_env.agents import RandomAgent, make_agent  # noqa: E402
 from moderation_env.environment import TASKS  # noqa: E402
 from moderation_env.items import default_bank  # noqa: E402
 from moderation_env.runner import LocalSession, run_tasks  # noqa: E402
+from deploy.local import free_port
 
 SEED = 42
 
@@ -64,12 +64,6 @@ def agent_scores(model: Path | None) -> tuple[dict, list[str]]:
         runs[name] = {"scores": report["scores"], "mean": report["mean_score"],
                       "seconds": round(time.perf_counter() - t, 2)}
     return runs, notes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _ws_client(url: str, idx: int, stop_at: float, latencies: list[float]) -> tuple[int, int]:
@@ -110,7 +104,7 @@ async def _http_client(url: str, idx: int, stop_at: float, latencies: list[float
 
 
 def throughput(clients: int, seconds: float) -> dict:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "moderation_env.server:app", "--host", "127.0.0.1",

@@ -47,7 +47,6 @@ import platform
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from deploy.local import free_port  # noqa: E402
 
 MODEL_NAME = "service-benchmark"
 WHO = "benchmarks/service.py"
@@ -173,12 +174,6 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -452,7 +447,7 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: list) -> dict:
     old, new = register_twice(uri, (tmp / "mlruns").as_uri(), args.model)
     register_s = time.time() - t
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     say(f"starting the server on {url} (champion: version {old}) …")
     t = time.time()

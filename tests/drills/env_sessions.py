@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from moderation_env.environment import TASKS
 from moderation_env.models import ModerationObservation, ModerationState
 from moderation_env.runner import LocalSession
 from tests.conftest import ROOT
+from deploy.local import free_port
 
 TASK_LIST = list(TASKS)
 
@@ -127,12 +127,6 @@ async def _all_clients(url: str, clients: int, episodes: int, out: dict, errors:
     await asyncio.gather(*jobs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(workdir: Path, port: int, max_sessions: int) -> tuple[subprocess.Popen, Path]:
     log = workdir / "env-server.log"
     with open(log, "wb") as fh:
@@ -156,7 +150,7 @@ def start_server(workdir: Path, port: int, max_sessions: int) -> tuple[subproces
 
 def run(workdir: Path, light: bool) -> dict:
     clients, episodes = (8, 10) if light else (32, 100)
-    port = _free_port()
+    port = free_port()
     t_start = time.perf_counter()
     server, log = start_server(Path(workdir), port, max_sessions=clients + 8)
     startup_s = time.perf_counter() - t_start

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,14 +23,9 @@ from tests.conftest import ROOT
 
 STAGES = stage_names(ROOT)
 from tests.project import BIN, clean_env, make_project, sh
+from deploy.local import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -62,7 +56,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**clean_env(home), "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false"}
@@ -121,7 +115,7 @@ def test_nightly_deployment_runs_on_a_local_server(server, tmp_path):
 
 def test_deploy_without_a_server_says_how_to_start_one(tmp_path):
     repo = make_project(tmp_path / "project")
-    env = {**clean_env(repo), "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"}
+    env = {**clean_env(repo), "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
     proc = subprocess.run([str(BIN / "content-moderation"), "deploy"], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1 and "prefect server start" in proc.stderr

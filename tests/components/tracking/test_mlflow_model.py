@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from components.tracking import log_pipeline_run, register_version  # noqa: E402
 from components.tracking.logged import global_tracking_uri  # noqa: E402
 from components.tracking.runs import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG  # noqa: E402
 from tests.components.tracking.support import EXP, FAST, MODEL, make_report  # noqa: E402
+from deploy.local import free_port
 
 # (text, audience, surface) as a caller sends them, and the context moderate() is given for each.
 ROWS = [
@@ -243,12 +243,6 @@ def test_input_it_cannot_read_is_the_callers_error():
 # mlflow models serve
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, payload: dict) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     try:
@@ -260,7 +254,7 @@ def _post(url: str, payload: dict) -> tuple[int, dict]:
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_as_moderate(registered, release, tmp_path):
-    port = _free_port()
+    port = free_port()
     # The server runs `uvicorn` from PATH: this interpreter's scripts first, as in an activated venv.
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered["uri"], "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

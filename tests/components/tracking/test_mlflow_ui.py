@@ -4,7 +4,6 @@ chromium) opens the project's experiment on its training runs at the address the
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,9 @@ import pytest
 from components.tracking.runs import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, _experiment_id, experiment_ui_path
 from components.tracking.store import Store
 from tests.components.test_report import browser  # noqa: F401  (the fixture)
+from deploy.local import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +27,7 @@ def ui(tmp_path_factory):
     store = Store(uri)
     exp_id = _experiment_id(store, "content-moderation", artifact_location=str(root / "artifacts"))
     store.create_run(exp_id, run_name="v17", tags={})
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
                                "127.0.0.1", "--port", str(port), "--workers", "1"], env=env,
