@@ -11,13 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from components.core.contract import write_json
 from components.core.params import Params
-
-if TYPE_CHECKING:
-    from components.generation import MapFn
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +24,7 @@ def _report(root: Path, params: Params, stage: str, stats: dict, started: float,
     return stats
 
 
-def generate_positives(root: Path, params: Params, map_fn: MapFn | None = None) -> dict:
+def generate_positives(root: Path, params: Params, map_fn: Callable | None = None) -> dict:
     from components.generate_positives import generate_positives as run
 
     t = time.perf_counter()
@@ -36,7 +32,7 @@ def generate_positives(root: Path, params: Params, map_fn: MapFn | None = None) 
     return _report(root, params, "generate-positives", stats, t)
 
 
-def generate_negatives(root: Path, params: Params, map_fn: MapFn | None = None) -> dict:
+def generate_negatives(root: Path, params: Params, map_fn: Callable | None = None) -> dict:
     from components.generate_negatives import generate_negatives as run
 
     t = time.perf_counter()
