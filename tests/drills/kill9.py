@@ -23,10 +23,12 @@ Checked after every kill:
 
 Checked on every rerun: it resumes: a step finished before a kill ends ``Cached``, every other step
 it reaches runs (``Completed``). At the end of each episode: the run exits 0, ``dvc status`` is
-clean, no temporary is left, the data steps' outputs in dvc.lock have the hashes of an uninterrupted run with the same
-params, the episode recorded exactly one MLflow run and one model version (its lineage version the
-next in line), ``reports/registry.json`` names them, and ``champion`` moved exactly when the gate
-passed.
+clean, no temporary is left, the data steps' outputs in dvc.lock have the hashes of an uninterrupted
+run with the same params, the episode left exactly one active MLflow run (finished) and one model
+version, its lineage version the next in line (an attempt the kill cut short before its version is
+deleted by the rerun: MLflow keeps it as a deleted run, of the same lineage version),
+``reports/registry.json`` names them, and ``champion`` moved exactly once where the gate passed and
+never where it failed.
 
 Full form: 20 kills over 4 episodes (the first with the tiny floors: the gate fails; then floors at
 zero: the gate passes unless the new model regresses against the champion), step durations measured
@@ -392,7 +394,8 @@ def run(workdir: Path, light: bool, seed: int = SEED) -> dict:
                 break
             stale = dvc_stale(repo)
             temporaries = temp_files(repo)
-            strays = [s for s in stray_files(repo, own, outs) if s not in temporaries]
+            strays = [s for s in stray_files(repo, own, outs)
+                      if not any(s == t or s.startswith(t + "/") for t in temporaries)]  # a temporary folder's files
             broken = unreadable(repo, set(stale))
             state = registry_state(repo)
             reported = {s for s in steps}
@@ -450,7 +453,10 @@ def run(workdir: Path, light: bool, seed: int = SEED) -> dict:
             "dvc_status_clean": stale == {},
             "data_as_uninterrupted": data_now == reference["data"],
             "no_leftovers": not left_now and not stray_files(repo, own, outs),
-            "one_run_recorded": len(new_runs) == 1 and all(x["status"] == "FINISHED" for x in new_runs),
+            "deleted_attempts_only_of_this_registration": all(
+                x["lineage"] == registry["lineage_version"] for x in new_runs if x["stage"] == "deleted"),
+            # an attempt cut short before its version is deleted by the rerun (MLflow keeps it as a deleted run)
+            "one_run_recorded": [x["status"] for x in new_runs if x["stage"] == "active"] == ["FINISHED"],
             "one_version_registered": len(new_versions) == 1,
             "registry_json_names_it": bool(new_versions) and registry["version"] == new_versions[-1]["version"]
                                       and registry["run_id"] == new_versions[-1]["run_id"],
