@@ -25,9 +25,10 @@ test: $(STAMP) browser
 
 # The server drills (tests/deploy, marker `servers`): PostgreSQL, an S3 server, `mlflow server`, `prefect
 # server start` and a process worker on 127.0.0.1 (deploy/local.py), a whole nightly run fired by its cron.
-# `make test` runs their light form (tests/deploy/test_servers.py) and leaves these out.
+# `make test` runs their light form (tests/deploy/test_servers.py, tests/drills) and leaves these out; the
+# server-failure drill's full form (tests/drills/servers.py) runs here too.
 drills: $(STAMP)
-	$(BIN)/python -m pytest -m servers tests/deploy
+	$(BIN)/python -m pytest -m servers tests/deploy tests/drills
 
 # The report's browser test (tests/components/test_report.py) drives Debian's chromium headless.
 # Installed with apt-get when missing: as root, or through sudo; otherwise it says what to run.

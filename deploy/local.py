@@ -169,7 +169,8 @@ def _pg_user() -> str | None:
     raise ServerError("running as root and there is neither a postgres nor a nobody user to run PostgreSQL as")
 
 
-def start_postgres(workdir: Path, databases: tuple[str, ...] = ("mlflow", "prefect"), timeout: float = 60) -> Server:
+def start_postgres(workdir: Path, databases: tuple[str, ...] = ("mlflow", "prefect"), timeout: float = 60,
+                   port: int | None = None) -> Server:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (trust authentication, user ``postgres``, fsync off).
 
     ``url`` is ``postgresql://postgres@127.0.0.1:<port>``; ``databases`` are created empty. The data
@@ -189,7 +190,7 @@ def start_postgres(workdir: Path, databases: tuple[str, ...] = ("mlflow", "prefe
     if init.returncode != 0:
         shutil.rmtree(data_root, ignore_errors=True)
         raise ServerError(f"initdb failed ({init.returncode}):\n{init.stdout[-2000:]}{init.stderr[-2000:]}")
-    port = free_port()
+    port = port or free_port()
     url = f"postgresql://postgres@127.0.0.1:{port}"
     cmd = [str(postgres), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(data_root),
            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
@@ -215,11 +216,12 @@ def s3_client(endpoint: str):
                         region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"])
 
 
-def start_s3(workdir: Path, bucket: str = BUCKET, timeout: float = 60) -> Server:
-    """moto's S3 server on 127.0.0.1 (``url`` is its endpoint), with ``bucket`` created (state in memory)."""
+def start_s3(workdir: Path, bucket: str = BUCKET, timeout: float = 60, port: int | None = None) -> Server:
+    """moto's S3 server on 127.0.0.1 (``url`` is its endpoint), with ``bucket`` created (state in memory).
+    ``port``: a given one (a server restarted where its clients know it), else a free one; so for every start_*."""
     exe = find_binary("moto_server", [BIN], "install moto's server mode into this environment: "
                                             "pip install 'moto[server]' (the project's dev extras have it)")
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     server = launch("s3", [str(exe), "-H", "127.0.0.1", "-p", str(port)], url, workdir,
                     base_env(**S3_CREDENTIALS), lambda: s3_client(url).list_buckets() is not None, timeout)
@@ -227,10 +229,11 @@ def start_s3(workdir: Path, bucket: str = BUCKET, timeout: float = 60) -> Server
     return server
 
 
-def start_mlflow(workdir: Path, database: str, s3_url: str, bucket: str = BUCKET, timeout: float = 120) -> Server:
+def start_mlflow(workdir: Path, database: str, s3_url: str, bucket: str = BUCKET, timeout: float = 120,
+                 port: int | None = None) -> Server:
     """``mlflow server`` on the PostgreSQL database URL ``database`` (``postgresql://…/mlflow``), artifacts
     proxied to ``s3://<bucket>/mlflow`` on ``s3_url``; clients need only the tracking URI (``url``)."""
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [str(find_binary("mlflow", [BIN], "pip install mlflow")), "server", "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1",
@@ -241,10 +244,10 @@ def start_mlflow(workdir: Path, database: str, s3_url: str, bucket: str = BUCKET
                   timeout)
 
 
-def start_prefect(workdir: Path, database: str, timeout: float = 180) -> Server:
+def start_prefect(workdir: Path, database: str, timeout: float = 180, port: int | None = None) -> Server:
     """``prefect server start`` on the PostgreSQL database URL ``database`` (``postgresql://…/prefect``,
     through asyncpg), UI off; ``url`` is the API (``http://127.0.0.1:<port>/api``)."""
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}/api"
     home = workdir / "prefect-server"
     home.mkdir(exist_ok=True)

@@ -47,12 +47,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from unittest import mock
 
 import httpx
 import yaml
 
-from deploy import local
 from deploy.local import Server, base_env, free_port, launch
 from tests.project import BIN, make_project, set_params, sh
 
@@ -395,8 +393,7 @@ def sqlite_locked(workdir: Path, light: bool) -> dict:
 
 def restart(start, port: int, *args, **kwargs) -> Server:
     """``start(*args)`` of deploy.local again, on ``port`` (the address the checkout and the worker know)."""
-    with mock.patch.object(local, "free_port", lambda: port):
-        return start(*args, **kwargs)
+    return start(*args, port=port, **kwargs)
 
 
 def port_of(server: Server) -> int:
