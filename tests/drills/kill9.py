@@ -53,6 +53,7 @@ from pathlib import Path
 import yaml
 
 from flows.dvc_state import stage_names
+from tests.drills import pipeline_runs
 from tests.project import BIN, clean_env, make_project, project_files, set_params, sh
 
 CLI = str(BIN / "content-moderation")
@@ -240,7 +241,6 @@ def registry_state(repo: Path) -> dict:
     if not (repo / "mlflow.db").exists():
         return {"versions": [], "champion": None, "runs": []}
     from mlflow import MlflowClient
-    from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
 
     uri = f"sqlite:///{repo / 'mlflow.db'}"
@@ -253,13 +253,7 @@ def registry_state(repo: Path) -> dict:
         champ = client.get_model_version_by_alias(MODEL, "champion")
     except MlflowException:
         champ = None
-    runs = []
-    exp = client.get_experiment_by_name(MODEL)
-    if exp is not None:
-        for r in client.search_runs([exp.experiment_id], "tags.`lineage.historical` = 'false'",
-                                    run_view_type=ViewType.ALL, max_results=1000):
-            runs.append({"run_id": r.info.run_id, "status": r.info.status, "stage": r.info.lifecycle_stage,
-                         "lineage": r.data.tags.get("lineage.version"), "gate": r.data.tags.get("gate.verdict")})
+    runs = pipeline_runs(client, MODEL)
     state = {"versions": sorted(({"version": str(v.version), "run_id": v.run_id,
                                   "decision": (v.tags or {}).get("gate.decision"),
                                   "promoted_by": (v.tags or {}).get("promoted_by")} for v in versions),

@@ -52,6 +52,7 @@ import httpx
 import yaml
 
 from deploy.local import Server, base_env, free_port, launch
+from tests.drills import pipeline_runs
 from tests.project import BIN, make_project, set_params, sh
 
 CLI = str(BIN / "content-moderation")
@@ -70,17 +71,10 @@ GIT_ID = {"GIT_AUTHOR_NAME": "drill", "GIT_AUTHOR_EMAIL": "drill@example.invalid
 def store_state(uri: str) -> dict:
     """Pipeline runs (every lifecycle stage), model versions and champion in the store at ``uri``."""
     from mlflow import MlflowClient
-    from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    runs = []
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        for r in client.search_runs([exp.experiment_id], "tags.`lineage.historical` = 'false'",
-                                    run_view_type=ViewType.ALL, max_results=1000):
-            runs.append({"run_id": r.info.run_id, "status": r.info.status, "stage": r.info.lifecycle_stage,
-                         "lineage": r.data.tags.get("lineage.version")})
+    runs = pipeline_runs(client, EXPERIMENT)
     try:
         versions = [{"version": str(v.version), "run_id": v.run_id}
                     for v in client.search_model_versions(f"name = '{MODEL}'")]
