@@ -229,7 +229,8 @@ def start_server(args: argparse.Namespace, tmp: Path, port: int, threads: int, p
         (shell / name).symlink_to(ROOT / name)
     cmd = [sys.executable, "-m", "flows.cli", "serve", "--model", f"models:/{MODEL_NAME}@champion",
            "--host", "127.0.0.1", "--port", str(port), "--poll-s", f"{args.poll_s:g}", "--threads", str(threads),
-           "--batch-wait-ms", f"{args.batch_wait_ms:g}", "--max-batch-items", str(args.max_batch_items)]
+           "--batch-wait-ms", f"{args.batch_wait_ms:g}", "--max-batch-items", str(args.max_batch_items),
+           "--max-scored-items", str(args.max_scored_items)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     log = open(tmp / "server.log", "wb")
     try:
@@ -525,6 +526,7 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: list) -> dict:
         "settings": {"clients": args.clients, "seconds": args.seconds, "single_seconds": single_s,
                      "batch_seconds": round(args.seconds - single_s, 2), "batch_size": args.batch_size,
                      "threads": threads, "batch_wait_ms": args.batch_wait_ms, "max_batch_items": args.max_batch_items,
+                     "max_scored_items": args.max_scored_items,
                      "poll_s": args.poll_s, "alias_move_at_s": move_at, "sweep_clients": sorted(set(args.sweep or [])),
                      "sweep_seconds": args.sweep_seconds, "request_timeout_s": args.request_timeout,
                      "texts": source, "texts_in_pool": len(texts), "texts_left_out": left_out, "seed": args.seed},
@@ -565,7 +567,8 @@ def _ms(v) -> str:
 def print_report(report: dict) -> None:
     s = report["settings"]
     print(f"\n{report['model']} ({report['variant']}), {s['threads']} thread(s), batch wait {s['batch_wait_ms']:g} ms, "
-          f"max batch {s['max_batch_items']}; {report['machine']['usable_cores']} cores\n")
+          f"max batch {s['max_batch_items']}, scored together {s.get('max_scored_items', s['max_batch_items'])}; "
+          f"{report['machine']['usable_cores']} cores\n")
     print("| phase | clients | texts/request | requests | errors | req/s | texts/s | p50 ms | p95 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, f in report["phases"].items():
@@ -612,6 +615,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="serve --threads (default: this machine's cores)")
     ap.add_argument("--batch-wait-ms", type=float, default=5.0, help="serve --batch-wait-ms")
     ap.add_argument("--max-batch-items", type=int, default=64, help="serve --max-batch-items")
+    ap.add_argument("--max-scored-items", type=int, default=256, help="serve --max-scored-items")
     ap.add_argument("--max-text-chars", type=int, default=10_000, help="serve's default; longer texts are left out")
     ap.add_argument("--poll-s", type=float, default=2.0, help="serve --poll-s")
     ap.add_argument("--batch-size", type=int, default=32, help="texts per request in the batch phase")

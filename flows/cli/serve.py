@@ -25,7 +25,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 to expose it).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port to listen on.")] = 8000,
     max_batch_items: Annotated[int, typer.Option(
-        "--max-batch-items", min=1, max=4096, help="Most texts per request, and per scored batch.")] = 64,
+        "--max-batch-items", min=1, max=4096, help="Most texts per request.")] = 64,
+    max_scored_items: Annotated[int, typer.Option(
+        "--max-scored-items", min=1, max=16384, help="Most texts scored together: requests that arrive together "
+        "share a batch up to this many (at least --max-batch-items).")] = 256,
     max_text_chars: Annotated[int, typer.Option(
         "--max-text-chars", min=1, max=1_000_000, help="Longest text accepted (characters).")] = 10_000,
     batch_wait_ms: Annotated[float, typer.Option(
@@ -73,7 +76,8 @@ def serve(
         # the holder has logged why (no champion yet, the registry unreachable, a version that does not load)
         err.print(f"starting anyway: /ready and /v1/moderate answer 503 until a model loads (the registry is checked "
                   f"every {poll_s:g} s)", highlight=False)
-    settings = ServiceSettings(max_batch_items=max_batch_items, max_text_chars=max_text_chars,
+    settings = ServiceSettings(max_batch_items=max_batch_items, max_scored_items=max(max_scored_items, max_batch_items),
+                               max_text_chars=max_text_chars,
                                batch_wait_ms=batch_wait_ms, poll_s=poll_s)
     console.print(f"content moderation on http://{host}:{port}  (page: /, API: POST /v1/moderate, docs: /docs, "
                   "probes: /health /ready, metrics: /metrics)", highlight=False)

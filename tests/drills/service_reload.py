@@ -129,7 +129,7 @@ def run(workdir: Path, light: bool) -> dict:
             setup_s = time.perf_counter() - t0
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
-            args = argparse.Namespace(poll_s=0.5, batch_wait_ms=5, max_batch_items=64)
+            args = argparse.Namespace(poll_s=0.5, batch_wait_ms=5, max_batch_items=64, max_scored_items=256)
             t = time.time()
             server = start_server(args, workdir, port, 1, procs)
             wait_ready(url, server, 180, "1")

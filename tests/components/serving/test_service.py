@@ -394,6 +394,25 @@ def test_metrics_count_requests_batches_flags_and_actions(releases, tmp_path):
     assert sample(families, "moderation_model_loaded") == 1
 
 
+def test_requests_that_arrive_together_share_a_batch_wider_than_one_request(releases, tmp_path):
+    """max_batch_items limits a request; max_scored_items how many texts of several requests score together."""
+    wide = ServiceSettings(max_batch_items=8, max_scored_items=24, max_text_chars=300, batch_wait_ms=400)
+    with Served(holder_for(str(releases["a"]), tmp_path), wide) as s:
+        s.ready()
+        answers = []
+        threads = [threading.Thread(target=lambda i=i: answers.append(s.moderate({"items": [f"{TEXTS[0]} {i}"] * 8})))
+                   for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert s.moderate({"items": ["x"] * 9}).status_code == 422  # the per-request limit still holds
+        families = metric_families(s.client.get("/metrics").text)
+    assert [a.status_code for a in answers] == [200] * 3
+    assert sample(families, "moderation_batch_items", "_sum") == 24
+    assert sample(families, "moderation_batch_items", "_count") == 1  # three requests of 8, one batch of 24
+
+
 def test_the_serve_command_refuses_a_model_it_cannot_read(tmp_path):
     from typer.testing import CliRunner
 
