@@ -110,7 +110,8 @@ def _wait_all_seen(clients: list[Client], version: str, since: float, timeout: f
 
 
 def run(workdir: Path, light: bool) -> dict:
-    from benchmarks.service import MODEL_NAME, _free_port, _stop, start_server, wait_ready
+    from benchmarks.service import MODEL_NAME, _stop, start_server, wait_ready
+    from deploy.local import free_port
     from components import tracking
 
     n_clients, seconds = (4, 6.0) if light else (16, 30.0)
@@ -127,7 +128,7 @@ def run(workdir: Path, light: bool) -> dict:
             releases = _releases(workdir)
             _register(uri, (workdir / "mlruns").as_uri(), releases, MODEL_NAME)
             setup_s = time.perf_counter() - t0
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             args = argparse.Namespace(poll_s=0.5, batch_wait_ms=5, max_batch_items=64, max_scored_items=256)
             t = time.time()
