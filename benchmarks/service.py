@@ -166,7 +166,8 @@ def _spawn(cmd: list[str], procs: list, **kw) -> subprocess.Popen:
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 15 s; nothing if it has exited."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -332,7 +333,7 @@ def run_load(url: str, phases: list[dict], tmp: Path, name: str, procs: list, ti
     ready, _, _ = select.select([worker.stdout], [], [], 120)
     line = worker.stdout.readline() if ready else ""
     if not line.startswith("{"):
-        _stop(worker)
+        stop_process(worker)
         raise BenchmarkError(f"the load generator did not start (exit {worker.poll()})")
     started = json.loads(line)["t"]
     result = {}
@@ -507,7 +508,7 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: list) -> dict:
                    "vmhwm_mb": round(hwm / 2**20, 1) if (hwm := _proc_status_kb(server.pid, "VmHWM")) else None,
                    "samples": len(memory.samples), "sample_every_s": memory.every}
     memory.stop()
-    _stop(server)
+    stop_process(server)
 
     say(f"bare onnxruntime: {variant}, {threads} thread(s) …")
     bare = bare_figures(args.model, variant, threads, test, args.seed)
@@ -660,7 +661,7 @@ def main() -> None:
         raise
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_process(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
     from components.core.contract import write_json

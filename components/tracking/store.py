@@ -121,11 +121,11 @@ def redact_uri(uri: str) -> str:
 
 def _answers(uri: str) -> bool:
     """Whether the tracking server at ``uri`` answers its health check now (within 3 s)."""
-    try:
-        import requests
+    import httpx
 
-        return requests.get(uri.rstrip("/") + "/health", timeout=3).status_code == 200
-    except Exception:
+    try:
+        return httpx.get(uri.rstrip("/") + "/health", timeout=3).status_code == 200
+    except (httpx.HTTPError, httpx.InvalidURL):
         return False
 
 

@@ -31,6 +31,7 @@ from moderation_env.environment import TASKS
 from moderation_env.models import ModerationObservation, ModerationState
 from moderation_env.runner import LocalSession
 from tests.conftest import ROOT
+from benchmarks.service import stop_process
 from deploy.local import free_port
 
 TASK_LIST = list(TASKS)
@@ -161,12 +162,7 @@ def run(workdir: Path, light: bool) -> dict:
         asyncio.run(_all_clients(f"http://127.0.0.1:{port}", clients, episodes, out, errors))
         concurrent_s = time.perf_counter() - t0
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
     server_log = log.read_text("utf-8", "replace")
     server_errors = [ln for ln in server_log.splitlines() if "Traceback" in ln or "ERROR" in ln]
 

@@ -110,7 +110,7 @@ def _wait_all_seen(clients: list[Client], version: str, since: float, timeout: f
 
 
 def run(workdir: Path, light: bool) -> dict:
-    from benchmarks.service import MODEL_NAME, _stop, start_server, wait_ready
+    from benchmarks.service import MODEL_NAME, start_server, stop_process, wait_ready
     from deploy.local import free_port
     from components import tracking
 
@@ -124,7 +124,7 @@ def run(workdir: Path, light: bool) -> dict:
     procs: list = []
     try:
         with ExitStack() as stack:
-            stack.callback(lambda: [_stop(p) for p in procs])
+            stack.callback(lambda: [stop_process(p) for p in procs])
             releases = _releases(workdir)
             _register(uri, (workdir / "mlruns").as_uri(), releases, MODEL_NAME)
             setup_s = time.perf_counter() - t0
