@@ -23,15 +23,27 @@ ModelLogger = Callable[[Path, str], Any]
 @contextmanager
 def global_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's fluent calls (``log_model``, ``start_run``) and its SQL registry's lookup of a logged
-    model read the process-wide tracking URI, not a client's: point it at ``uri`` meanwhile."""
-    import mlflow
+    model read the process-wide tracking URI, not a client's: point it at ``uri`` meanwhile.
 
-    previous = mlflow.get_tracking_uri()
+    Afterwards both are as they were: the URI set in-process (None when none was) and the
+    ``MLFLOW_TRACKING_URI`` environment variable, which ``mlflow.set_tracking_uri`` also writes (for
+    subprocesses). Restoring only ``get_tracking_uri()`` pinned the process, and every process it
+    started later, to whatever that returned then, even after the environment pointed elsewhere.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    explicit = getattr(tracking_utils, "_tracking_uri", None)  # what set_tracking_uri holds; None: the env decides
+    env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(explicit)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 # ---------------------------------------------------------------------------------------------

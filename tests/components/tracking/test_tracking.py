@@ -109,6 +109,36 @@ def test_log_pipeline_run_records_params_metrics_tags_and_artifacts(store, tmp_p
     assert t["model.logged"] == "false"  # the model itself: test_mlflow_model.py
 
 
+def test_pointing_mlflow_at_a_store_for_a_while_leaves_the_process_and_its_environment_as_they_were(
+        tmp_path, monkeypatch):
+    """The fluent calls' URI is restored as it was, and so is MLFLOW_TRACKING_URI (set_tracking_uri writes it
+    for subprocesses): a server started later inherits the environment of the moment, not this block's."""
+    from mlflow.tracking._tracking_service import utils
+
+    from components.tracking.logged import global_tracking_uri
+
+    a, b, c = (f"sqlite:///{tmp_path / name}.db" for name in "abc")
+    monkeypatch.setattr(utils, "_tracking_uri", None)  # none set in-process: the environment decides
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", a)
+    with global_tracking_uri(b):
+        assert mlflow.get_tracking_uri() == b and os.environ["MLFLOW_TRACKING_URI"] == b
+    assert utils._tracking_uri is None and os.environ["MLFLOW_TRACKING_URI"] == a
+    os.environ["MLFLOW_TRACKING_URI"] = c  # the environment moves on; the process follows it
+    assert mlflow.get_tracking_uri() == c
+
+    mlflow.set_tracking_uri(a)  # one set in-process, and an environment that says something else
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", c)
+    with global_tracking_uri(b):
+        assert mlflow.get_tracking_uri() == b
+    assert utils._tracking_uri == a and os.environ["MLFLOW_TRACKING_URI"] == c
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setattr(utils, "_tracking_uri", None)
+    with global_tracking_uri(b):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ and utils._tracking_uri is None
+
+
 def test_failed_gate_is_tagged_on_the_run(store):
     run_id = _run(store, make_report(weak="harassment"))
     tags = mlflow.MlflowClient(tracking_uri=store[0]).get_run(run_id).data.tags
