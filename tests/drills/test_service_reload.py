@@ -1,6 +1,5 @@
 """The service-reload drill, light form: 4 clients for 6 s against `content-moderation serve` while the
-champion moves from version 1 to 2 and is rolled back to 1.
-"""
+champion moves from version 1 to 2 and is rolled back to 1."""
 
 import pytest
 
