@@ -1,7 +1,8 @@
 """The HTTP service: the champion model behind ``POST /v1/moderate``, a page for people, probes, metrics.
 
     POST /v1/moderate  {"items": ["text", {"text": ..., "context": {"audience", "surface"}}], "context": {...}}
-                       -> {"model": {name, version, alias, variant}, "results": [Result.to_dict(include_text=False)]}
+                       -> {"model": {name, version, alias, variant},
+                           "results": [{**Result.to_dict(include_text=False), "model": {...the same}}]}
     GET  /v1/model     the served model's thresholds, categories and the request limits (for the page)
     GET  /health       the process is up (always 200)
     GET  /ready        200 with the model when one is loaded; 503 with the reason otherwise
@@ -154,7 +155,8 @@ class ModelInfo(BaseModel):
 class ModerateResponse(BaseModel):
     model: ModelInfo
     results: list[dict[str, Any]] = Field(description="per text, in order: context, action, flags (most severe "
-                                                      "first), scores (all 18), language")
+                                                      "first), scores (all 18), language, and the model that "
+                                                      "scored it (the same as ``model``)")
 
 
 def create_app(holder: ModelHolder, settings: ServiceSettings | None = None) -> FastAPI:
@@ -224,7 +226,7 @@ def create_app(holder: ModelHolder, settings: ServiceSettings | None = None) -> 
                          503: {"description": "no model loaded yet, or overloaded"}})
     async def moderate_texts(request: Request) -> Response:
         """Score each text in its context: the flags at the model's tuned thresholds and the recommended
-        action, per text in order; ``model`` says which model answered the whole request."""
+        action, per text in order; ``model`` (in the response and in each item) says which model answered."""
         body = parse_request(await read_body(request, settings.body_limit, "; send fewer or shorter texts per request"),
                              body_model)
         if holder.current is None:
@@ -239,7 +241,10 @@ def create_app(holder: ModelHolder, settings: ServiceSettings | None = None) -> 
             return JSONResponse({"detail": "scoring failed; the service logged why"}, status_code=500)
         metrics.observe_results(results)
         info = model.info()
-        return JSONResponse({"model": info, "results": [r.to_dict(include_text=False) for r in results]},
+        # the model once for the response and again in each item: an item stored on its own (an audit
+        # log of decisions) still says which model decided it; a response never spans a model swap
+        return JSONResponse({"model": info, "results": [{**r.to_dict(include_text=False), "model": info}
+                                                        for r in results]},
                             headers={"X-Model-Version": str(info["version"] or "")})
 
     @app.get("/v1/model", summary="The served model: thresholds, categories, limits")

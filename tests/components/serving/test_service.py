@@ -123,13 +123,15 @@ def test_the_answers_are_moderate_s_own(served, releases):
     review, adult = ContextPrefix("GENERAL", "REVIEW"), ContextPrefix("ADULT", "MESSAGE")
     expected = moderate(OnnxClassifier(releases["a"]), [TEXTS[0], TEXTS[1], TEXTS[2], TEXTS[2]],
                         [review, adult, review, review])
+    assert all(r.pop("model") == answer["model"] for r in answer["results"])  # each item names its model too
     close(answer["results"], [json.loads(json.dumps(e.to_dict(include_text=False))) for e in expected])
     assert answer["results"][0]["flags"][0]["category"] == "spam"  # release a flags spam on what it judges
     assert {f["category"] for r in answer["results"] for f in r["flags"]} == {"spam"}
     assert all("text" not in r for r in answer["results"])
 
     # no context anywhere: a text's own [AUDIENCE][SURFACE] prefix, else GENERAL/GENERAL
-    plain = served.moderate({"items": [TEXTS[2], TEXTS[0]]}).json()["results"]
+    plain = [{k: v for k, v in r.items() if k != "model"}
+             for r in served.moderate({"items": [TEXTS[2], TEXTS[0]]}).json()["results"]]
     assert [p["context"] for p in plain] == [{"audience": "ADULT", "surface": "BIO"},
                                              {"audience": "GENERAL", "surface": "GENERAL"}]
     close(plain, [json.loads(json.dumps(e.to_dict(include_text=False)))
@@ -299,6 +301,8 @@ def test_an_alias_moved_under_load_fails_no_request(mlflow_store, releases, tmp_
                     version = answer["model"]["version"]
                     if {f["category"] for res in answer["results"] for f in res["flags"]} - {expected_flag[version]}:
                         failures.append(f"version {version} answered with another model's flags")
+                    if any(res["model"] != answer["model"] for res in answer["results"]):
+                        failures.append(f"an item of version {version}'s answer names another model")
                     seen[n].append(version)
 
         threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
