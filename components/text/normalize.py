@@ -16,7 +16,11 @@ behavioural suite):
    (UTS #39, as packaged by ``confusable_homoglyphs``) lists as visually identical to an ASCII
    letter or digit becomes that ASCII character -- only inside a word that also holds Latin
    letters or whose every letter folds (``kіll`` with a Cyrillic ``і``; all-Cyrillic ``сор``), so
-   Cyrillic or Greek words of real Russian or Greek text stay as written.
+   Cyrillic or Greek words of real Russian or Greek text stay as written. Inside a word with Latin
+   letters, a lower-case letter whose capital the data lists as an ASCII letter may also fold to
+   that letter's lower case (small capitals: ``κ``, since ``Κ`` is ``K``; ``χ``; Cyrillic
+   ``к т н м в``; the palochka ``ӏ``, since ``Ӏ`` is ``l``); where a letter could be either
+   (``wiӏӏ``: ``wiii`` or ``will``), the spelling most frequent in the counts of step 4 wins.
 4. Spaced-out words joined: a run of three or more single letters or digits joined by one
    repeated separator (space, ``.``, ``-`` or ``_``: ``k.i.l.l``, ``k i l l y o u``) becomes
    one word; a run spaced with blanks has lost its word breaks too, so it is re-segmented by
@@ -43,7 +47,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-NORMALIZATION = "nfkc-cf-confusables-spacing-leet-ws/2"
+NORMALIZATION = "nfkc-cf-confusables-spacing-leet-ws/3"
 """Name and version of the rule, written to ``classifier.json``; change it when the rule changes."""
 
 LEET: dict[str, tuple[str, ...]] = {
@@ -92,8 +96,8 @@ _SPACED = re.compile(rf"(?<![^\W_@$!])(?<![^\W_]{_OTHER_SPACER})({_UNIT})({_SPAC
 
 
 @lru_cache(maxsize=1)
-def _fold_table() -> dict[int, str]:
-    """Non-ASCII letter -> the ASCII letter or digit it is confusable with (UTS #39 data)."""
+def _confusable_ascii() -> dict[int, str]:
+    """Non-ASCII letter -> the ASCII letter or digit UTS #39 lists it as confusable with, as listed."""
     from confusable_homoglyphs.confusables import confusables_data
 
     table: dict[int, str] = {}
@@ -105,6 +109,13 @@ def _fold_table() -> dict[int, str]:
             if len(target) == 1 and target.isascii() and target.isalnum():
                 table[ord(char)] = target
                 break
+    return table
+
+
+@lru_cache(maxsize=1)
+def _fold_table() -> dict[int, str]:
+    """Non-ASCII letter -> the ASCII letter or digit it is confusable with (UTS #39 data)."""
+    table = dict(_confusable_ascii())
     # The data maps by shape, not case (Cyrillic capital I looks like a lower-case l): a capital that
     # folds to a lower-case letter folds instead to the capital of what its lower-case form folds to.
     for code in list(table):
@@ -115,8 +126,48 @@ def _fold_table() -> dict[int, str]:
     return table
 
 
+@lru_cache(maxsize=1)
+def _second_fold_table() -> dict[int, str]:
+    """Letter -> a second ASCII reading, where case makes the data's one reading doubtful: a
+    lower-case letter reads as its capital's listing too (small-capital shapes: Greek ``κ``, since
+    ``Κ`` is listed as ``K`` and ``κ`` only as the Latin kra; ``χ``; Cyrillic ``к т н м в``; the
+    palochka ``ӏ``, an ``i`` to the data but its capital an ``l``), and a capital the case rule of
+    :func:`_fold_table` moved reads as listed too (``Ӏ``: ``I`` or ``l``)."""
+    listed, folded, table = _confusable_ascii(), _fold_table(), {}
+    for code in range(0x80, 0x3000):
+        char = chr(code)
+        other = char.upper()
+        if char.islower() and len(other) == 1 and listed.get(ord(other), "0").isalpha():
+            target = listed[ord(other)].lower()
+        elif char.isupper() and code in listed:
+            target = listed[code]
+        else:
+            continue
+        if folded.get(code) != target:
+            table[code] = target
+    return table
+
+
 def _is_latin(char: str) -> bool:
     return char.isascii() and char.isalpha()
+
+
+def _fold_mixed(word: str) -> str:
+    """A word of Latin letters with look-alikes among them: each look-alike becomes its own fold or
+    its second reading (:func:`_second_fold_table`); where that leaves a choice (``wiӏӏ``: ``wiii`` or
+    ``will``), the spelling most frequent in the unigram counts wins, else the first."""
+    strict, other = _fold_table(), _second_fold_table()
+    choices = [tuple(dict.fromkeys(x for x in (strict.get(ord(c)), other.get(ord(c))) if x)) or (c,) for c in word]
+    if all(len(x) == 1 for x in choices):
+        return "".join(x[0] for x in choices)
+    counts = _segmenter().unigrams
+    best, best_count = "".join(x[0] for x in choices), 0
+    for spelling in itertools.islice(itertools.product(*choices), 64):
+        candidate = "".join(spelling)
+        count = counts.get("".join(c for c in candidate.lower() if c.isalnum()), 0)
+        if count > best_count:
+            best, best_count = candidate, count
+    return best
 
 
 def _fold_word(match: re.Match) -> str:
@@ -125,10 +176,10 @@ def _fold_word(match: re.Match) -> str:
         return word
     table = _fold_table()
     letters = [c for c in word if c.isalpha()]
+    if any(_is_latin(c) for c in letters):
+        return _fold_mixed(word)
     foldable = [c for c in letters if ord(c) in table]
-    if not foldable:
-        return word
-    if any(_is_latin(c) for c in letters) or len(foldable) == len(letters):
+    if foldable and len(foldable) == len(letters):  # a word only of look-alikes: by the data alone
         return word.translate(table)
     return word
 

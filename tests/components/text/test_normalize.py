@@ -29,19 +29,29 @@ def test_every_format_character_kind_is_removed_inside_words(char):
     assert normalize_text(char.join("kill") + " you") == "kill you"
 
 
-def test_look_alike_letters_fold_where_unicode_confusables_say_they_are_identical():
-    # every Cyrillic/Greek stand-in the perturbation step uses, except three that UTS #39 does not list
-    # as identical to the Latin letter: kappa and chi stay (the model meets them in training through the
-    # homoglyph perturbations), and the palochka is an "i" to it, not an "l"
+# a common word holding each letter the perturbation step disguises
+WORD_WITH = {"a": "attack", "b": "bitch", "c": "cut", "d": "dead", "e": "everyone", "h": "hurt", "i": "idiot",
+             "j": "jaw", "k": "kill", "l": "will", "m": "moron", "n": "never", "o": "you", "p": "stupid", "q": "quit", "s": "stab", "t": "throat", "u": "hurt",
+             "v": "never", "w": "watch", "x": "next", "y": "your", "z": "lazy"}
+
+
+def test_every_look_alike_the_perturbation_step_writes_folds_back_inside_a_word():
+    # UTS #39 lists most of them as the Latin letter; Greek kappa and chi only as Latin kra and chi
+    # (their capitals are K and X), the palochka as an "i" (its capital is an "l"): those read as their
+    # capital's letter, and where a letter reads two ways the common word wins
     for latin, glyphs in HOMOGLYPHS.items():
+        word = WORD_WITH[latin.lower()]
+        word = word.upper() if latin.isupper() else word
         for glyph in glyphs:
-            folded = normalize_text(f"ki{glyph}ll")
-            if glyph in {"\u03ba", "\u03c7"}:
-                assert folded == f"ki{glyph}ll"
-            elif glyph == "\u04cf":
-                assert folded == "kiill"
-            else:
-                assert folded == f"ki{latin}ll", (latin, glyph)
+            disguised = word.replace(latin, glyph)
+            assert disguised != word
+            assert normalize_text(f"I {disguised} now") == f"I {word} now", (latin, glyph, disguised)
+
+
+def test_a_look_alike_with_two_readings_takes_the_common_word():
+    assert normalize_text("de\u04cfete a\u04cf\u04cf") == "delete all"  # palochka: l, not i
+    assert normalize_text("\u0456diot") == "idiot"  # Cyrillic dotted i: i, not l
+    assert normalize_text("\u043dello \u0455\u043ca\u04cf\u04cf") == "hello small"  # small capitals
 
 
 def test_a_capital_look_alike_folds_to_a_capital():
