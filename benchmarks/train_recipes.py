@@ -45,6 +45,12 @@ RECIPES: dict[str, dict] = {
     "top3": {"mode": "finetune", "train_layers": 3, "epochs": 3, "learning_rate": 1e-4, "head_hidden": 0},
     "top2-meanmax": {"mode": "finetune", "train_layers": 2, "epochs": 3, "learning_rate": 2e-4, "head_hidden": 0,
                      "pooling": "mean_max"},
+    # positive weights: negatives/positives capped at 10 weigh a rare category's positives up to 10x, which
+    # makes a false positive on a look-alike negative (counter-speech, a negated threat) cheap to the loss
+    "top2-pw3": {"mode": "finetune", "train_layers": 2, "epochs": 3, "learning_rate": 2e-4, "head_hidden": 0,
+                 "pos_weight_cap": 3.0},
+    "top2-pw1": {"mode": "finetune", "train_layers": 2, "epochs": 3, "learning_rate": 2e-4, "head_hidden": 0,
+                 "pos_weight_cap": 1.0},
 }
 
 
