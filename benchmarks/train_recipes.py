@@ -11,7 +11,7 @@ For each recipe (an override of ``train.profiles.cpu`` in params.yaml), in this 
 
 Writes ``reports/train_recipes.json`` after every recipe (atomically), so an interrupted run keeps
 what it measured and a rerun skips recipes already measured on the same splits (``--force`` redoes
-them). Figures: train seconds, examples/s, test macro F1 on generated text, categories below the
+them); figures measured on other splits are kept under ``earlier``, by the splits' digest. Figures: train seconds, examples/s, test macro F1 on generated text, categories below the
 F1 floor, real-text macro ROC-AUC and judged pairs below the floor, behaviour gating pass rate.
 
     python benchmarks/train_recipes.py                          # every recipe below
@@ -149,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     digest = _digest([args.splits / f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "real_test.jsonl")])
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if report.get("splits_sha256") != digest:
-        report = {"splits_sha256": digest, "results": {}}
+    if report.get("splits_sha256") != digest:  # other splits: their figures move to "earlier", by digest
+        earlier = report.get("earlier", {})
+        if report.get("results"):
+            earlier[report["splits_sha256"]] = report["results"]
+        report = {"splits_sha256": digest, "results": {}, "earlier": earlier}
     report.update({"machine": {"platform": platform.platform(), "python": platform.python_version()},
                    "max_train": args.max_train})
     for name in args.recipes:
