@@ -11,8 +11,9 @@ For each recipe (an override of ``train.profiles.cpu`` in params.yaml), in this 
 
 Writes ``reports/train_recipes.json`` after every recipe (atomically), so an interrupted run keeps
 what it measured and a rerun skips recipes already measured on the same splits (``--force`` redoes
-them); figures measured on other splits are kept under ``earlier``, by the splits' digest. Figures: train seconds, examples/s, test macro F1 on generated text, categories below the
-F1 floor, real-text macro ROC-AUC and judged pairs below the floor, behaviour gating pass rate.
+them); figures measured on other splits are kept under ``earlier``, by the splits' digest.
+Figures: train seconds, examples/s, test macro F1 on generated text, categories below the F1
+floor, real-text macro ROC-AUC and judged pairs below the floor, behaviour gating pass rate.
 
     python benchmarks/train_recipes.py                          # every recipe below
     python benchmarks/train_recipes.py --recipes top2 top1 --max-train 4000

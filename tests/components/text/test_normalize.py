@@ -31,8 +31,9 @@ def test_every_format_character_kind_is_removed_inside_words(char):
 
 # a common word holding each letter the perturbation step disguises
 WORD_WITH = {"a": "attack", "b": "bitch", "c": "cut", "d": "dead", "e": "everyone", "h": "hurt", "i": "idiot",
-             "j": "jaw", "k": "kill", "l": "will", "m": "moron", "n": "never", "o": "you", "p": "stupid", "q": "quit", "s": "stab", "t": "throat", "u": "hurt",
-             "v": "never", "w": "watch", "x": "next", "y": "your", "z": "lazy"}
+             "j": "jaw", "k": "kill", "l": "will", "m": "moron", "n": "never", "o": "you", "p": "stupid",
+             "q": "quit", "s": "stab", "t": "throat", "u": "hurt", "v": "never", "w": "watch", "x": "next",
+             "y": "your", "z": "lazy"}
 
 
 def test_every_look_alike_the_perturbation_step_writes_folds_back_inside_a_word():
