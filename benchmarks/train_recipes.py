@@ -52,6 +52,8 @@ RECIPES: dict[str, dict] = {
                  "pos_weight_cap": 3.0},
     "top2-pw1": {"mode": "finetune", "train_layers": 2, "epochs": 3, "learning_rate": 2e-4, "head_hidden": 0,
                  "pos_weight_cap": 1.0},
+    "top2-pw1-2ep": {"mode": "finetune", "train_layers": 2, "epochs": 2, "learning_rate": 2e-4, "head_hidden": 0,
+                     "pos_weight_cap": 1.0},  # a third less training time: what it costs in quality
 }
 
 
