@@ -158,16 +158,10 @@ def _fold_mixed(word: str) -> str:
     ``will``), the spelling most frequent in the unigram counts wins, else the first."""
     strict, other = _fold_table(), _second_fold_table()
     choices = [tuple(dict.fromkeys(x for x in (strict.get(ord(c)), other.get(ord(c))) if x)) or (c,) for c in word]
+    first = "".join(x[0] for x in choices)
     if all(len(x) == 1 for x in choices):
-        return "".join(x[0] for x in choices)
-    counts = _segmenter().unigrams
-    best, best_count = "".join(x[0] for x in choices), 0
-    for spelling in itertools.islice(itertools.product(*choices), 64):
-        candidate = "".join(spelling)
-        count = counts.get("".join(c for c in candidate.lower() if c.isalnum()), 0)
-        if count > best_count:
-            best, best_count = candidate, count
-    return best
+        return first
+    return _commonest(choices, lambda s: "".join(c for c in s.lower() if c.isalnum()), 1) or first
 
 
 def _fold_word(match: re.Match) -> str:
@@ -193,6 +187,20 @@ def _segmenter():
     return segmenter
 
 
+def _commonest(choices, key, floor: int) -> str | None:
+    """Of the spellings one character choice each (``choices``: per character, its readings; the
+    first 64 combinations), the one whose ``key`` is the commonest word in the unigram counts, if it
+    occurs at least ``floor`` times; None when none does."""
+    counts = _segmenter().unigrams
+    best, best_count = None, floor - 1
+    for spelling in itertools.islice(itertools.product(*choices), 64):
+        candidate = "".join(spelling)
+        count = counts.get(key(candidate), 0)
+        if count > best_count:
+            best, best_count = candidate, count
+    return best
+
+
 def _join_spaced(match: re.Match) -> str:
     run, spacer = match.group(0), match.group(2)
     word = run.replace(spacer, "")
@@ -212,14 +220,7 @@ def _decode_leet(match: re.Match) -> str:
         if len(word) < 3:
             return word
         floor = _NUMBER_SHAPED_COUNT[min(len(word), 4)]
-    counts = _segmenter().unigrams
-    choices = [_UNLEET.get(c, c.lower()) for c in word]
-    best, best_count = word, floor - 1
-    for spelling in itertools.islice(itertools.product(*choices), 64):
-        candidate = "".join(spelling)
-        if counts.get(candidate, 0) > best_count:
-            best, best_count = candidate, counts[candidate]
-    return best
+    return _commonest([_UNLEET.get(c, c.lower()) for c in word], lambda s: s, floor) or word
 
 
 def strip_format(text: str) -> str:
